@@ -1,0 +1,227 @@
+//! The reference wire protocol, as JSON.
+
+use serde::{Deserialize, Serialize};
+
+/// What a client may send.
+pub enum Incoming {
+    /// `{"event": "chat_message", "data": {...}}`
+    ChatMessage(ChatMessage),
+}
+
+/// The `data` of a `chat_message`.
+#[derive(Deserialize)]
+pub struct ChatMessage {
+    /// The conversation the client believes it writes to; the room decides,
+    /// this must agree with it when present.
+    pub conversation_id: Option<String>,
+    /// The member the message is for.
+    pub sent_to_id: String,
+    /// The text.
+    pub body: String,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    event: Option<String>,
+    data: Option<serde_json::Value>,
+}
+
+/// The kinds of error frame a client can get.
+#[derive(Clone, Copy)]
+pub enum ErrorCode {
+    /// The frame was binary.
+    BinaryFrame,
+    /// The text was not JSON.
+    InvalidJson,
+    /// The JSON was not a known event.
+    UnknownEvent,
+    /// A field was missing.
+    MissingField,
+    /// A field had the wrong type or value.
+    InvalidField,
+    /// `sent_to_id` is not a member of the conversation.
+    NotAMember,
+    /// The connection has no user or room.
+    Forbidden,
+    /// The database refused or failed.
+    NotSaved,
+    /// Saved but the broadcast failed.
+    NotDelivered,
+}
+
+impl ErrorCode {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BinaryFrame => "binary_frame",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::UnknownEvent => "unknown_event",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::NotAMember => "not_a_member",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotSaved => "not_saved",
+            ErrorCode::NotDelivered => "not_delivered",
+        }
+    }
+}
+
+/// Parses a client's text frame.
+pub fn parse_incoming(text: &str) -> Result<Incoming, (ErrorCode, String)> {
+    let envelope: Envelope = serde_json::from_str(text)
+        .map_err(|err| (ErrorCode::InvalidJson, format!("not a JSON object: {err}")))?;
+    match envelope.event.as_deref() {
+        Some("chat_message") => {}
+        Some(other) => {
+            return Err((
+                ErrorCode::UnknownEvent,
+                format!("unknown event {other:?}; expected \"chat_message\""),
+            ));
+        }
+        None => return Err((ErrorCode::MissingField, "missing \"event\"".into())),
+    }
+    let data = envelope
+        .data
+        .ok_or_else(|| (ErrorCode::MissingField, "missing \"data\"".to_string()))?;
+    if !data.is_object() {
+        return Err((ErrorCode::InvalidField, "\"data\" must be an object".into()));
+    }
+    for field in ["conversation_id", "sent_to_id", "body"] {
+        if data.get(field).is_none_or(serde_json::Value::is_null) {
+            return Err((ErrorCode::MissingField, format!("missing \"data.{field}\"")));
+        }
+    }
+    let chat: ChatMessage = serde_json::from_value(data)
+        .map_err(|err| (ErrorCode::InvalidField, format!("bad \"data\": {err}")))?;
+    Ok(Incoming::ChatMessage(chat))
+}
+
+/// The error frame: `{"type": "error", "code", "detail"}`. Reference clients
+/// look for `body` and `name` and ignore this.
+pub fn error_frame(code: ErrorCode, detail: &str) -> String {
+    #[derive(Serialize)]
+    struct ErrorFrame<'a> {
+        r#type: &'static str,
+        code: &'static str,
+        detail: &'a str,
+    }
+    serde_json::to_string(&ErrorFrame {
+        r#type: "error",
+        code: code.as_str(),
+        detail,
+    })
+    .expect("serialising a struct of strings cannot fail")
+}
+
+/// The event sent to the room's group and back to each member.
+#[derive(Serialize, Deserialize)]
+pub struct ChatEvent {
+    /// `chat.message`
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text.
+    pub body: String,
+    /// The author's name from the database.
+    pub name: String,
+    /// The saved message's id, hyphenated.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<String>,
+    /// When the message was saved, as Django writes datetimes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub created_at: Option<String>,
+}
+
+/// Serialises the event for `group-send`.
+pub fn chat_event(event: &ChatEvent) -> String {
+    serde_json::to_string(event).expect("serialising a struct of strings cannot fail")
+}
+
+/// Parses a group event: `Ok(None)` when it is not a chat message.
+pub fn parse_chat_event(event: &str) -> Result<Option<ChatEvent>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    let kind: Kind = serde_json::from_str(event)?;
+    if kind.kind != "chat.message" && kind.kind != "chat_message" {
+        return Ok(None);
+    }
+    serde_json::from_str(event).map(Some)
+}
+
+/// The frame each member receives: `{"body", "name", "id", "created_at"}`.
+pub fn chat_frame(event: &ChatEvent) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        body: &'a str,
+        name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        created_at: Option<&'a str>,
+    }
+    serde_json::to_string(&Frame {
+        body: &event.body,
+        name: &event.name,
+        id: event.id.as_deref(),
+        created_at: event.created_at.as_deref(),
+    })
+    .expect("serialising a struct of strings cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_reference_message() {
+        let text = r#"{"event":"chat_message","data":{"conversation_id":"22de0f4f-c84e-47be-889c-d61b856492bd","sent_to_id":"c189712e-871d-45de-8f11-1a3b1de97c30","name":"Alice","body":"Hi Bob"}}"#;
+        let Ok(Incoming::ChatMessage(chat)) = parse_incoming(text) else {
+            panic!("not parsed")
+        };
+        assert_eq!(chat.body, "Hi Bob");
+        assert_eq!(chat.sent_to_id, "c189712e-871d-45de-8f11-1a3b1de97c30");
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        let cases = [
+            ("not json", "invalid_json"),
+            ("[]", "invalid_json"),
+            (r#"{"data":{}}"#, "missing_field"),
+            (r#"{"event":"typing","data":{}}"#, "unknown_event"),
+            (r#"{"event":"chat_message"}"#, "missing_field"),
+            (
+                r#"{"event":"chat_message","data":{"conversation_id":"x","sent_to_id":"y"}}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"event":"chat_message","data":{"conversation_id":"x","sent_to_id":"y","body":7}}"#,
+                "invalid_field",
+            ),
+        ];
+        for (text, expected) in cases {
+            match parse_incoming(text) {
+                Err((code, _)) => assert_eq!(code.as_str(), expected, "{text}"),
+                Ok(_) => panic!("{text} parsed"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_event_round_trips_into_the_frame() {
+        let event = chat_event(&ChatEvent {
+            kind: "chat.message".into(),
+            body: "hé \"quoted\"".into(),
+            name: "Alice".into(),
+            id: Some("7992fb26-4fc4-40d8-bde8-a6c68ec40aad".into()),
+            created_at: Some("2026-11-25 17:22:22.535044".into()),
+        });
+        let parsed = parse_chat_event(&event).unwrap().unwrap();
+        let frame: serde_json::Value = serde_json::from_str(&chat_frame(&parsed)).unwrap();
+        assert_eq!(frame["body"], "hé \"quoted\"");
+        assert_eq!(frame["name"], "Alice");
+        assert_eq!(frame["created_at"], "2026-11-25 17:22:22.535044");
+        assert!(parse_chat_event(r#"{"type":"other"}"#).unwrap().is_none());
+    }
+}

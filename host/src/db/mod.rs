@@ -1,0 +1,589 @@
+//! SQLite: one writer thread with group commit, a pool of reader threads.
+//!
+//! Database work never runs on the async reactor. Every write goes to the
+//! writer thread, which takes every job waiting (up to `max_batch`), runs each
+//! in its own savepoint inside one `BEGIN IMMEDIATE` transaction and commits
+//! once: one fsync for the whole batch. A job's caller hears back only after
+//! the commit, so an acknowledged row is durable. Reads go to reader threads,
+//! each with its own connection (WAL lets them run beside the writer).
+//!
+//! What a consumer may touch is enforced inside SQLite: see [`grant`].
+
+pub mod grant;
+pub mod migrate;
+mod schema;
+pub mod seed;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use crate::config::{DatabaseConfig, Synchronous};
+use crate::metrics::Metrics;
+pub use grant::Grant;
+pub use schema::{normalise_uuid, now_django};
+
+/// A SQLite value, as guests see it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// NULL
+    Null,
+    /// INTEGER
+    Integer(i64),
+    /// REAL
+    Real(f64),
+    /// TEXT
+    Text(String),
+    /// BLOB
+    Blob(Vec<u8>),
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Integer(i) => ValueRef::Integer(*i),
+            Value::Real(f) => ValueRef::Real(*f),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+impl From<rusqlite::types::ValueRef<'_>> for Value {
+    fn from(value: rusqlite::types::ValueRef<'_>) -> Self {
+        use rusqlite::types::ValueRef;
+        match value {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(i) => Value::Integer(i),
+            ValueRef::Real(f) => Value::Real(f),
+            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        }
+    }
+}
+
+/// Rows returned by a query.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rows {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Values, one list per row.
+    pub rows: Vec<Vec<Value>>,
+}
+
+/// Why a database call failed. Each case is one a consumer can act on; the
+/// texts name the table or column and never echo bound values.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum DbError {
+    /// Outside the consumer's grant.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    /// No such table or column.
+    #[error("no such table or column: {0}")]
+    NoSuchTable(String),
+    /// A constraint refused the row.
+    #[error("constraint failed: {0}")]
+    Constraint(String),
+    /// The call is malformed.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The statement ran too long and was interrupted.
+    #[error("statement timed out")]
+    Timeout,
+    /// SQLite failed.
+    #[error("database failure: {0}")]
+    Failed(String),
+    /// The database is shutting down.
+    #[error("database closed")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(err: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match &err {
+            rusqlite::Error::SqliteFailure(failure, message) => {
+                let message = message.clone().unwrap_or_else(|| failure.to_string());
+                match failure.code {
+                    ErrorCode::ConstraintViolation => DbError::Constraint(message),
+                    ErrorCode::AuthorizationForStatementDenied => DbError::AccessDenied(message),
+                    ErrorCode::OperationInterrupted => DbError::Timeout,
+                    _ if message.starts_with("no such table")
+                        || message.starts_with("no such column") =>
+                    {
+                        DbError::NoSuchTable(message)
+                    }
+                    _ if message.contains("not authorized") => DbError::AccessDenied(message),
+                    ErrorCode::Unknown => DbError::Invalid(message),
+                    _ => DbError::Failed(message),
+                }
+            }
+            rusqlite::Error::InvalidParameterCount(given, expected) => DbError::Invalid(format!(
+                "{given} parameters given, the statement has {expected}"
+            )),
+            rusqlite::Error::MultipleStatement => {
+                DbError::Invalid("only one statement may be run at a time".into())
+            }
+            _ => DbError::Failed(err.to_string()),
+        }
+    }
+}
+
+/// The database handle; cheap to clone.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: crossbeam_channel::Sender<WriterMessage>,
+    readers: crossbeam_channel::Sender<ReadJob>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    reader_count: usize,
+    query_timeout: Duration,
+}
+
+type ReadJob = Box<dyn FnOnce(&mut ReaderConnection) + Send>;
+
+enum WriterMessage {
+    Job(Box<dyn WriteJob>),
+    Stop,
+}
+
+/// Opening the database failed; the text says what to check.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open database {path}: {source}")]
+pub struct OpenError {
+    path: PathBuf,
+    source: rusqlite::Error,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database, applies the migrations, and
+    /// starts the writer and reader threads.
+    pub fn open(config: &DatabaseConfig, metrics: Arc<Metrics>) -> Result<Self, OpenError> {
+        let path = config.path.clone();
+        let fail = |source| OpenError {
+            path: path.clone(),
+            source,
+        };
+        let mut writer_conn = open_connection(&path, config, false).map_err(fail)?;
+        migrate::apply(&mut writer_conn).map_err(fail)?;
+
+        let (writer_tx, writer_rx) = crossbeam_channel::unbounded();
+        let (reader_tx, reader_rx) = crossbeam_channel::unbounded::<ReadJob>();
+        let mut threads = Vec::new();
+        let max_batch = config.max_batch;
+        threads.push(
+            std::thread::Builder::new()
+                .name("db-writer".into())
+                .spawn(move || writer_loop(writer_conn, writer_rx, max_batch, metrics))
+                .expect("spawning a thread"),
+        );
+        for n in 0..config.readers {
+            let conn = open_connection(&path, config, true).map_err(fail)?;
+            let mut reader = ReaderConnection::new(conn).map_err(fail)?;
+            let jobs = reader_rx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("db-reader-{n}"))
+                    .spawn(move || {
+                        while let Ok(job) = jobs.recv() {
+                            job(&mut reader);
+                            if reader.stop {
+                                break;
+                            }
+                        }
+                    })
+                    .expect("spawning a thread"),
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: writer_tx,
+                readers: reader_tx,
+                threads: Mutex::new(threads),
+                reader_count: config.readers,
+                query_timeout: Duration::from_millis(config.query_timeout_ms),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `work` on a reader thread with no grant (trusted host code).
+    pub async fn read<R, F>(&self, work: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.on_reader(move |reader| {
+            reader.set_grant(None)?;
+            work(&reader.conn)
+        })
+        .await
+    }
+
+    async fn on_reader<R, F>(&self, work: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&mut ReaderConnection) -> Result<R, DbError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |reader| {
+            let _ = tx.send(work(reader));
+        });
+        self.inner.readers.send(job).map_err(|_| DbError::Closed)?;
+        rx.await.map_err(|_| DbError::Closed)?
+    }
+
+    /// Runs `work` in the writer's next batch; resolves after the batch has
+    /// committed (or failed). `work` runs inside a savepoint: when it returns
+    /// an error, what it wrote is rolled back and the rest of the batch commits.
+    pub async fn write<R, F>(&self, work: F) -> Result<R, DbError>
+    where
+        F: FnOnce(&mut WriterState) -> Result<R, DbError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            work: Some(work),
+            result: None,
+            reply,
+        };
+        self.inner
+            .writer
+            .send(WriterMessage::Job(Box::new(job)))
+            .map_err(|_| DbError::Closed)?;
+        rx.await.map_err(|_| DbError::Closed)?
+    }
+
+    /// A consumer's `db-query`: one read-only statement, checked against the
+    /// grant by SQLite's authorizer, interrupted after the query timeout.
+    pub async fn query(
+        &self,
+        grant: Arc<Grant>,
+        sql: String,
+        params: Vec<Value>,
+    ) -> Result<Rows, DbError> {
+        let timeout = self.inner.query_timeout;
+        self.on_reader(move |reader| reader.guest_query(&grant, &sql, &params, timeout))
+            .await
+    }
+
+    /// A consumer's `db-insert`; see [`schema`] for what the host fills in.
+    pub async fn insert(
+        &self,
+        grant: Arc<Grant>,
+        table: String,
+        row: Vec<(String, Value)>,
+    ) -> Result<Vec<(String, Value)>, DbError> {
+        if !grant.may_write(&table) {
+            return Err(DbError::AccessDenied(format!(
+                "this consumer may not insert into {table:?}; grant it under `write` in its config"
+            )));
+        }
+        self.write(move |state| state.insert(&table, row)).await
+    }
+
+    /// Finishes every queued write, then stops the threads. Later calls fail
+    /// with [`DbError::Closed`].
+    pub fn close(&self) {
+        let _ = self.inner.writer.send(WriterMessage::Stop);
+        // Readers stop when their queue closes; a reader may be mid-query, so
+        // give each a no-op that ends it instead of waiting on the channel.
+        for _ in 0..self.inner.reader_count {
+            let _ = self
+                .inner
+                .readers
+                .send(Box::new(|reader: &mut ReaderConnection| {
+                    reader.stop = true;
+                }));
+        }
+        let threads = std::mem::take(&mut *self.inner.threads.lock().expect("not poisoned"));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn open_connection(
+    path: &Path,
+    config: &DatabaseConfig,
+    read_only: bool,
+) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_millis(config.busy_timeout_ms))?;
+    if !read_only {
+        // WAL: readers never block the writer nor the writer readers.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(%mode, "SQLite refused WAL mode; readers will wait on the writer");
+        }
+    }
+    let synchronous = match config.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+    ))?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
+/// A reader thread's connection and what it has set on it.
+pub struct ReaderConnection {
+    conn: Connection,
+    /// The grant the authorizer enforces now (`None`: trusted host code).
+    current_grant: Option<Arc<Grant>>,
+    /// Milliseconds since `epoch` after which the progress handler interrupts.
+    deadline: Arc<AtomicI64>,
+    epoch: Instant,
+    stop: bool,
+}
+
+impl ReaderConnection {
+    fn new(mut conn: Connection) -> rusqlite::Result<Self> {
+        let deadline = Arc::new(AtomicI64::new(i64::MAX));
+        let epoch = Instant::now();
+        let watched = deadline.clone();
+        // Every 1000 virtual-machine steps: past the deadline, interrupt.
+        conn.progress_handler(
+            1_000,
+            Some(move || epoch.elapsed().as_millis() as i64 > watched.load(Ordering::Relaxed)),
+        )?;
+        Ok(Self {
+            conn,
+            current_grant: None,
+            deadline,
+            epoch,
+            stop: false,
+        })
+    }
+
+    fn set_grant(&mut self, grant: Option<&Arc<Grant>>) -> Result<(), DbError> {
+        let same = match (&self.current_grant, grant) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !same {
+            match grant {
+                Some(grant) => self.conn.authorizer(Some(grant.read_authorizer()))?,
+                None => self.conn.authorizer(
+                    None::<fn(rusqlite::hooks::AuthContext<'_>) -> rusqlite::hooks::Authorization>,
+                )?,
+            }
+            self.current_grant = grant.cloned();
+        }
+        Ok(())
+    }
+
+    fn guest_query(
+        &mut self,
+        grant: &Arc<Grant>,
+        sql: &str,
+        params: &[Value],
+        timeout: Duration,
+    ) -> Result<Rows, DbError> {
+        self.set_grant(Some(grant))?;
+        // The statement cache is keyed by SQL text, and SQLite authorizes a
+        // statement when it is prepared: tagging the text with the grant keeps
+        // one consumer from reusing a statement another was allowed to prepare.
+        let tagged = format!("{}{sql}", grant.cache_tag());
+        let deadline = self.epoch.elapsed() + timeout;
+        self.deadline
+            .store(deadline.as_millis() as i64, Ordering::Relaxed);
+        let result = run_query(&self.conn, &tagged, params);
+        self.deadline.store(i64::MAX, Ordering::Relaxed);
+        result
+    }
+}
+
+fn run_query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    if !stmt.readonly() {
+        return Err(DbError::Invalid(
+            "db-query runs read-only statements; use db-insert to write".into(),
+        ));
+    }
+    let expected = stmt.parameter_count();
+    if expected != params.len() {
+        return Err(DbError::Invalid(format!(
+            "{} parameters given, the statement has {expected}",
+            params.len()
+        )));
+    }
+    let columns: Vec<String> = stmt.column_names().map(String::from).collect();
+    let width = columns.len();
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let mut values = Vec::with_capacity(width);
+        for index in 0..width {
+            values.push(Value::from(row.get_ref(index)?));
+        }
+        out.push(values);
+    }
+    Ok(Rows { columns, rows: out })
+}
+
+/// The writer thread's connection and its cache of table shapes.
+pub struct WriterState {
+    conn: Connection,
+    tables: schema::TableCache,
+}
+
+impl WriterState {
+    /// The connection, inside the batch's transaction.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Inserts one row the way `db-insert` documents.
+    pub fn insert(
+        &mut self,
+        table: &str,
+        row: Vec<(String, Value)>,
+    ) -> Result<Vec<(String, Value)>, DbError> {
+        let info = self.tables.get(&self.conn, table)?;
+        schema::insert(&self.conn, &info, row)
+    }
+}
+
+trait WriteJob: Send {
+    /// Runs inside the batch transaction; returns whether it succeeded.
+    fn run(&mut self, state: &mut WriterState) -> bool;
+    /// Reports the outcome once the batch has committed (`Ok`) or failed.
+    fn complete(self: Box<Self>, committed: Result<(), DbError>);
+}
+
+struct Job<F, R> {
+    work: Option<F>,
+    result: Option<Result<R, DbError>>,
+    reply: oneshot::Sender<Result<R, DbError>>,
+}
+
+impl<F, R> WriteJob for Job<F, R>
+where
+    F: FnOnce(&mut WriterState) -> Result<R, DbError> + Send,
+    R: Send,
+{
+    fn run(&mut self, state: &mut WriterState) -> bool {
+        let work = self.work.take().expect("a job runs once");
+        let result = work(state);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn complete(self: Box<Self>, committed: Result<(), DbError>) {
+        let result = match (committed, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Err(err), Some(Ok(_))) | (Err(err), None) => Err(err),
+            (_, Some(Err(err))) => Err(err),
+            (Ok(()), None) => Err(DbError::Failed("job did not run".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+fn writer_loop(
+    conn: Connection,
+    jobs: crossbeam_channel::Receiver<WriterMessage>,
+    max_batch: usize,
+    metrics: Arc<Metrics>,
+) {
+    let mut state = WriterState {
+        conn,
+        tables: schema::TableCache::default(),
+    };
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max_batch);
+    let mut stopping = false;
+    while !stopping {
+        match jobs.recv() {
+            Ok(WriterMessage::Job(job)) => batch.push(job),
+            Ok(WriterMessage::Stop) | Err(_) => break,
+        }
+        // Group commit: everything that queued up while the last batch was
+        // being written goes into this one.
+        while batch.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(WriterMessage::Job(job)) => batch.push(job),
+                Ok(WriterMessage::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let size = batch.len();
+        let outcome = run_batch(&mut state, &mut batch);
+        if let Err(err) = &outcome {
+            tracing::error!(error = %err, jobs = size, "a write batch failed to commit");
+            metrics.db_batch_failures.inc();
+        }
+        metrics.db_batches.inc();
+        metrics.db_writes.add(size as u64);
+        for job in batch.drain(..) {
+            job.complete(outcome.clone());
+        }
+    }
+    // Drain what is still queued so no caller waits forever.
+    while let Ok(message) = jobs.try_recv() {
+        if let WriterMessage::Job(job) = message {
+            job.complete(Err(DbError::Closed));
+        }
+    }
+    if let Err(err) = state.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+        tracing::warn!(error = %err, "WAL checkpoint at shutdown failed");
+    }
+}
+
+fn run_batch(state: &mut WriterState, batch: &mut [Box<dyn WriteJob>]) -> Result<(), DbError> {
+    state.conn.execute_batch("BEGIN IMMEDIATE")?;
+    for job in batch.iter_mut() {
+        let result = state
+            .conn
+            .execute_batch("SAVEPOINT job")
+            .map_err(DbError::from)
+            .and_then(|()| {
+                let ok = job.run(state);
+                let end = if ok {
+                    "RELEASE job"
+                } else {
+                    "ROLLBACK TO job; RELEASE job"
+                };
+                state.conn.execute_batch(end).map_err(DbError::from)
+            });
+        if let Err(err) = result {
+            let _ = state.conn.execute_batch("ROLLBACK");
+            return Err(err);
+        }
+    }
+    if let Err(err) = state.conn.execute_batch("COMMIT") {
+        let _ = state.conn.execute_batch("ROLLBACK");
+        return Err(err.into());
+    }
+    Ok(())
+}

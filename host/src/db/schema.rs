@@ -1,0 +1,234 @@
+//! Table shapes, and `db-insert` built from them.
+//!
+//! The host builds the INSERT itself from the table's real columns (read with
+//! `PRAGMA table_info`), so a guest names a table and columns that must exist
+//! and every value is bound. It fills what a guest has no means to make
+//! (no clock, no randomness on wasm32-unknown-unknown), the way Django would:
+//!
+//! - a missing `char(32)` primary key: a new UUID as 32 lowercase hex digits;
+//! - a missing `NOT NULL` `datetime` column without a default: now, UTC, as
+//!   `YYYY-MM-DD HH:MM:SS.ffffff`;
+//! - a text value for a `char(32)` column that reads as a UUID in any
+//!   spelling: stored as 32 lowercase hex digits.
+//!
+//! Foreign keys are checked in the insert itself: Django declares them
+//! `DEFERRABLE INITIALLY DEFERRED`, which SQLite would only check at COMMIT,
+//! failing every other write of the batch along with the bad one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::Connection;
+
+use super::{DbError, Value};
+
+/// The current UTC time as Django stores datetimes in SQLite.
+pub fn now_django() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string()
+}
+
+/// A column of a table.
+#[derive(Debug)]
+struct Column {
+    name: String,
+    /// Declared type, lowercased: `char(32)`, `datetime`, `text`...
+    decl_type: String,
+    not_null: bool,
+    has_default: bool,
+    primary_key: bool,
+}
+
+impl Column {
+    fn is_uuid(&self) -> bool {
+        self.decl_type == "char(32)"
+    }
+    fn is_datetime(&self) -> bool {
+        self.decl_type.starts_with("datetime")
+    }
+}
+
+/// A foreign key from one column.
+#[derive(Debug)]
+struct ForeignKey {
+    column: String,
+    parent_table: String,
+    parent_column: String,
+}
+
+/// The shape of one table.
+#[derive(Debug)]
+pub struct TableInfo {
+    name: String,
+    columns: Vec<Column>,
+    foreign_keys: Vec<ForeignKey>,
+}
+
+/// Table shapes, read once per table by the writer.
+#[derive(Default)]
+pub struct TableCache {
+    tables: HashMap<String, Arc<TableInfo>>,
+}
+
+impl TableCache {
+    /// The shape of `table`, read from the schema on first use.
+    pub fn get(&mut self, conn: &Connection, table: &str) -> Result<Arc<TableInfo>, DbError> {
+        if let Some(info) = self.tables.get(table) {
+            return Ok(info.clone());
+        }
+        let info = Arc::new(load(conn, table)?);
+        self.tables.insert(table.to_string(), info.clone());
+        Ok(info)
+    }
+}
+
+/// Quotes an SQL identifier.
+pub fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+fn load(conn: &Connection, table: &str) -> Result<TableInfo, DbError> {
+    let exists: bool = conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        [table],
+        |row| row.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !exists || table.starts_with("sqlite_") {
+        return Err(DbError::NoSuchTable(format!("no table {table:?}")));
+    }
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", quote(table)))?;
+    let columns = stmt
+        .query_map([], |row| {
+            Ok(Column {
+                name: row.get(1)?,
+                decl_type: row
+                    .get::<_, Option<String>>(2)?
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
+                not_null: row.get::<_, i64>(3)? != 0,
+                has_default: row.get::<_, Option<String>>(4)?.is_some(),
+                primary_key: row.get::<_, i64>(5)? != 0,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = conn.prepare(&format!("PRAGMA foreign_key_list({})", quote(table)))?;
+    let foreign_keys = stmt
+        .query_map([], |row| {
+            Ok(ForeignKey {
+                parent_table: row.get(2)?,
+                column: row.get(3)?,
+                parent_column: row
+                    .get::<_, Option<String>>(4)?
+                    .unwrap_or_else(|| "rowid".into()),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TableInfo {
+        name: table.to_string(),
+        columns,
+        foreign_keys,
+    })
+}
+
+/// Inserts `row` into the table and returns it as written.
+pub fn insert(
+    conn: &Connection,
+    table: &TableInfo,
+    row: Vec<(String, Value)>,
+) -> Result<Vec<(String, Value)>, DbError> {
+    let mut values: Vec<(&Column, Value)> = Vec::with_capacity(table.columns.len());
+    for (name, value) in row {
+        let column = table
+            .columns
+            .iter()
+            .find(|column| column.name == name)
+            .ok_or_else(|| {
+                DbError::NoSuchTable(format!("table {:?} has no column {name:?}", table.name))
+            })?;
+        if values.iter().any(|(seen, _)| seen.name == name) {
+            return Err(DbError::Invalid(format!("column {name:?} given twice")));
+        }
+        let value = match value {
+            Value::Text(text) if column.is_uuid() => {
+                Value::Text(normalise_uuid(&text).unwrap_or(text))
+            }
+            other => other,
+        };
+        values.push((column, value));
+    }
+    for column in &table.columns {
+        if values.iter().any(|(given, _)| given.name == column.name) {
+            continue;
+        }
+        if column.primary_key && column.is_uuid() {
+            values.push((
+                column,
+                Value::Text(uuid::Uuid::new_v4().simple().to_string()),
+            ));
+        } else if column.is_datetime() && column.not_null && !column.has_default {
+            values.push((column, Value::Text(now_django())));
+        }
+    }
+    if values.is_empty() {
+        return Err(DbError::Invalid("a row needs at least one column".into()));
+    }
+    check_foreign_keys(conn, table, &values)?;
+
+    let names: Vec<String> = values
+        .iter()
+        .map(|(column, _)| quote(&column.name))
+        .collect();
+    let placeholders: Vec<String> = (1..=values.len()).map(|n| format!("?{n}")).collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({}) RETURNING *",
+        quote(&table.name),
+        names.join(", "),
+        placeholders.join(", ")
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let params = rusqlite::params_from_iter(values.iter().map(|(_, value)| value));
+    let written = stmt.query_row(params, |row| {
+        let mut out = Vec::with_capacity(table.columns.len());
+        for (index, column) in table.columns.iter().enumerate() {
+            out.push((column.name.clone(), Value::from(row.get_ref(index)?)));
+        }
+        Ok(out)
+    })?;
+    Ok(written)
+}
+
+fn check_foreign_keys(
+    conn: &Connection,
+    table: &TableInfo,
+    values: &[(&Column, Value)],
+) -> Result<(), DbError> {
+    for key in &table.foreign_keys {
+        let Some((_, value)) = values.iter().find(|(column, _)| column.name == key.column) else {
+            continue;
+        };
+        if *value == Value::Null {
+            continue;
+        }
+        let sql = format!(
+            "SELECT 1 FROM {} WHERE {} = ?1",
+            quote(&key.parent_table),
+            quote(&key.parent_column)
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        if !stmt.exists([value])? {
+            return Err(DbError::Constraint(format!(
+                "{}.{} names no row of {}",
+                table.name, key.column, key.parent_table
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The 32-lowercase-hex form of a UUID in any spelling, or `None`.
+pub fn normalise_uuid(text: &str) -> Option<String> {
+    uuid::Uuid::try_parse(text)
+        .ok()
+        .map(|uuid| uuid.simple().to_string())
+}

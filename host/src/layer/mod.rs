@@ -1,0 +1,203 @@
+//! The channel layer: groups of connections and the events sent to them.
+//!
+//! Semantics follow Channels: `group-add` puts a connection in a named group,
+//! `group-discard` takes it out, `group-send` hands an event to every member,
+//! the sender included. Each connection has a bounded [`Mailbox`]; a member
+//! whose mailbox is full is too slow to keep up: it is closed with code 4008
+//! (see README, "Close codes") and counted, and the event is not queued for
+//! it. Nothing is dropped silently and no queue grows without bound.
+
+mod memory;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{LayerConfig, LayerKind};
+use crate::metrics::Metrics;
+pub use memory::MemoryLayer;
+
+/// Identifies a connection on this node.
+pub type ConnId = u64;
+
+/// An event as consumers send it: a JSON object with a string `type`,
+/// serialised once and shared by every recipient.
+pub type Event = Arc<str>;
+
+/// Close code for a client that cannot keep up (its send queue or mailbox is
+/// full). Application range, like Centrifugo's "slow" disconnect.
+pub const CLOSE_SLOW_CLIENT: u16 = 4008;
+
+/// Asks one connection to close with a code, from anywhere: the layer when
+/// its mailbox overflows, the server on shutdown.
+#[derive(Clone, Debug)]
+pub struct Kick {
+    token: CancellationToken,
+    code: Arc<AtomicU16>,
+}
+
+impl Kick {
+    /// A kick that also fires when `parent` is cancelled (server shutdown: 1001).
+    pub fn child_of(parent: &CancellationToken) -> Self {
+        Self {
+            token: parent.child_token(),
+            code: Arc::new(AtomicU16::new(0)),
+        }
+    }
+
+    /// Asks the connection to close with `code`; the first reason wins.
+    pub fn kick(&self, code: u16) {
+        let _ = self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.token.cancel();
+    }
+
+    /// Whether the connection has been asked to close.
+    pub fn is_kicked(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves once the connection has been asked to close.
+    pub async fn kicked(&self) {
+        self.token.cancelled().await
+    }
+
+    /// The requested close code; 1001 (going away) when the server is shutting down.
+    pub fn code(&self) -> u16 {
+        match self.code.load(Ordering::Acquire) {
+            0 => 1001,
+            code => code,
+        }
+    }
+}
+
+/// A connection's inbox for group events.
+#[derive(Clone, Debug)]
+pub struct Mailbox {
+    id: ConnId,
+    events: mpsc::Sender<Event>,
+    kick: Kick,
+}
+
+impl Mailbox {
+    /// A mailbox holding at most `capacity` events, and its receiving end.
+    pub fn new(id: ConnId, capacity: usize, kick: Kick) -> (Self, mpsc::Receiver<Event>) {
+        let (events, receiver) = mpsc::channel(capacity);
+        (Self { id, events, kick }, receiver)
+    }
+
+    /// The connection this mailbox belongs to.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Queues an event; a full mailbox closes its connection (4008). Returns
+    /// whether the event was queued.
+    fn deliver(&self, event: &Event, metrics: &Metrics) -> bool {
+        match self.events.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.kick.is_kicked() {
+                    metrics.mailbox_overflow_closes.inc();
+                    tracing::warn!(
+                        connection = self.id,
+                        "mailbox full: closing a client that cannot keep up"
+                    );
+                }
+                self.kick.kick(CLOSE_SLOW_CLIENT);
+                false
+            }
+            // The connection is already gone; it leaves its groups on the way out.
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// A group name that Channels would refuse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("group name must be 1 to 99 ASCII letters, digits, '-', '_' or '.'")]
+pub struct InvalidGroupName;
+
+/// Checks a group name with Channels' rule.
+pub fn validate_group_name(name: &str) -> Result<(), InvalidGroupName> {
+    let valid = !name.is_empty()
+        && name.len() < 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if valid { Ok(()) } else { Err(InvalidGroupName) }
+}
+
+/// The configured layer.
+pub enum Layer {
+    /// In this process.
+    Memory(MemoryLayer),
+}
+
+impl Layer {
+    /// Builds the configured layer.
+    pub fn new(config: &LayerConfig, metrics: Arc<Metrics>) -> Self {
+        match config.kind {
+            LayerKind::Memory => Layer::Memory(MemoryLayer::new(metrics)),
+        }
+    }
+
+    /// Adds a connection to a group (idempotent).
+    pub fn group_add(&self, group: &str, mailbox: &Mailbox) {
+        match self {
+            Layer::Memory(layer) => layer.group_add(group, mailbox),
+        }
+    }
+
+    /// Removes a connection from a group (idempotent).
+    pub fn group_discard(&self, group: &str, id: ConnId) {
+        match self {
+            Layer::Memory(layer) => layer.group_discard(group, id),
+        }
+    }
+
+    /// Hands an event to every member; returns how many mailboxes took it.
+    pub fn group_send(&self, group: &str, event: &Event) -> usize {
+        match self {
+            Layer::Memory(layer) => layer.group_send(group, event),
+        }
+    }
+
+    /// Members of a group on this node (for tests and metrics).
+    pub fn local_members(&self, group: &str) -> usize {
+        match self {
+            Layer::Memory(layer) => layer.members(group),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names_follow_channels() {
+        assert!(validate_group_name("chat_22de0f4f-c84e-47be-889c-d61b856492bd").is_ok());
+        assert!(validate_group_name("a.b-c_d").is_ok());
+        for bad in ["", "has space", "slash/no", "é", &"x".repeat(100)] {
+            assert_eq!(validate_group_name(bad), Err(InvalidGroupName), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kick_keeps_the_first_code_and_shutdown_means_1001() {
+        let root = CancellationToken::new();
+        let kick = Kick::child_of(&root);
+        assert!(!kick.is_kicked());
+        kick.kick(CLOSE_SLOW_CLIENT);
+        kick.kick(1011);
+        assert_eq!(kick.code(), CLOSE_SLOW_CLIENT);
+        let other = Kick::child_of(&root);
+        root.cancel();
+        assert!(other.is_kicked());
+        assert_eq!(other.code(), 1001);
+    }
+}

@@ -1,0 +1,268 @@
+//! The WebAssembly runtime: one engine, the consumers and their versions.
+//!
+//! - [`bindings`]: the generated Rust side of the WIT world.
+//! - [`host`]: the host imports a consumer calls (`send`, `group-send`, `db-insert`...).
+//! - [`session`]: one connection's consumer instance, created, called, replaced
+//!   and evicted as DESIGN.md's "instances are disposable" rule allows.
+//!
+//! A module is compiled once into a [`ModuleVersion`] (compiled code plus an
+//! `InstancePre` with every import resolved) off the async reactor; each
+//! connection instantiates it into its own `Store`. The current version of a
+//! consumer sits behind an atomic pointer, so making a new one current is a
+//! single swap that the next event of every connection observes.
+
+pub mod bindings;
+pub mod host;
+pub mod session;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{
+    Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
+
+use crate::config::{ConsumerConfig, RuntimeConfig};
+use crate::db::Grant;
+pub use host::HostState;
+pub use session::{Fault, Session};
+
+/// How often the epoch advances; CPU deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// A module that cannot become a consumer version, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not a valid component, or it does not fit the `consumer` world (a
+    /// missing export, an import the host does not provide...).
+    #[error("not a valid consumer component: {0}")]
+    Invalid(String),
+}
+
+/// The engine and every configured consumer.
+pub struct Runtime {
+    compiler: Arc<Compiler>,
+    consumers: HashMap<String, Arc<Consumer>>,
+    ticker: Arc<AtomicBool>,
+}
+
+/// What compiling a module needs: cheap to clone onto a blocking thread.
+struct Compiler {
+    engine: Engine,
+    linker: Linker<HostState>,
+}
+
+impl Compiler {
+    fn compile(&self, bytes: &[u8], source: &str) -> Result<ModuleVersion, LoadError> {
+        let invalid = |err: wasmtime::Error| LoadError::Invalid(format!("{err:#}"));
+        let component = Component::new(&self.engine, bytes).map_err(invalid)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
+        let pre = bindings::ConsumerPre::new(pre).map_err(invalid)?;
+        Ok(ModuleVersion {
+            pre,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            size: bytes.len(),
+            loaded_at: SystemTime::now(),
+            source: source.to_string(),
+            connections: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator, epoch interruption, async) and
+    /// the linker with the consumer world's imports and WASI.
+    pub fn new(config: &RuntimeConfig, max_memory_bytes: usize) -> anyhow::Result<Self> {
+        let mut engine_config = EngineConfig::new();
+        engine_config.epoch_interruption(true);
+        engine_config.wasm_component_model(true);
+        engine_config.max_wasm_stack(config.max_wasm_stack_bytes);
+        engine_config.async_stack_size(config.max_wasm_stack_bytes + 256 * 1024);
+        // Memories stay where they are (no moves) up to the reservation; the
+        // small guard keeps each instance's address space modest, paid for
+        // with explicit bounds checks.
+        engine_config.memory_reservation(max_memory_bytes.next_power_of_two() as u64);
+        engine_config.memory_guard_size(64 * 1024);
+        engine_config.memory_reservation_for_growth(0);
+        if config.pooling {
+            let mut pool = PoolingAllocationConfig::new();
+            let instances = u32::try_from(config.max_instances).unwrap_or(u32::MAX / 8);
+            pool.total_component_instances(instances)
+                .total_core_instances(instances * 4)
+                .total_memories(instances * 2)
+                .total_tables(instances * 4)
+                .total_stacks(instances)
+                .max_memory_size(max_memory_bytes)
+                .max_memories_per_component(2)
+                .max_tables_per_component(4)
+                .max_core_instances_per_component(8);
+            engine_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&engine_config)
+            .map_err(|err| anyhow::anyhow!("cannot configure wasmtime: {err}"))?;
+
+        let mut linker = Linker::<HostState>::new(&engine);
+        bindings::Consumer::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
+            state
+        })
+        .map_err(|err| anyhow::anyhow!("linking the consumer world: {err}"))?;
+        // Guests built for wasm32-wasip2 import WASI; give them a sandboxed
+        // WASI (no files, no network, no environment).
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|err| anyhow::anyhow!("linking WASI: {err}"))?;
+
+        let ticker = Arc::new(AtomicBool::new(true));
+        let running = ticker.clone();
+        let ticking = engine.clone();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })?;
+
+        Ok(Self {
+            compiler: Arc::new(Compiler { engine, linker }),
+            consumers: HashMap::new(),
+            ticker,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.compiler.engine
+    }
+
+    /// Compiles and links a component on a blocking thread, so compilation
+    /// never stalls the reactor.
+    pub async fn compile(
+        &self,
+        bytes: Vec<u8>,
+        source: String,
+    ) -> Result<ModuleVersion, LoadError> {
+        let compiler = self.compiler.clone();
+        tokio::task::spawn_blocking(move || compiler.compile(&bytes, &source))
+            .await
+            .map_err(|err| LoadError::Invalid(format!("compilation panicked: {err}")))?
+    }
+
+    /// Reads and compiles a consumer's module file, and registers the
+    /// consumer with it as the current version.
+    pub async fn load_consumer(
+        &mut self,
+        name: &str,
+        config: &ConsumerConfig,
+    ) -> Result<(), LoadError> {
+        let path = config.module.clone();
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let version = self.compile(bytes, file_source(&path)).await?;
+        tracing::info!(
+            consumer = name,
+            sha256 = %version.sha256,
+            size = version.size,
+            module = %path.display(),
+            "consumer loaded"
+        );
+        let consumer = Consumer {
+            name: name.to_string(),
+            config: config.clone(),
+            grant: Arc::new(Grant::new(name, &config.read, &config.write)),
+            current: ArcSwap::from_pointee(version),
+        };
+        self.consumers.insert(name.to_string(), Arc::new(consumer));
+        Ok(())
+    }
+
+    /// A consumer by name.
+    pub fn consumer(&self, name: &str) -> Option<&Arc<Consumer>> {
+        self.consumers.get(name)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.store(false, Ordering::Relaxed);
+    }
+}
+
+fn file_source(path: &Path) -> String {
+    format!("file:{}", path.display())
+}
+
+/// A configured consumer and its current version.
+pub struct Consumer {
+    name: String,
+    config: ConsumerConfig,
+    grant: Arc<Grant>,
+    current: ArcSwap<ModuleVersion>,
+}
+
+impl Consumer {
+    /// Its name in the config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    /// Its database grant.
+    pub fn grant(&self) -> &Arc<Grant> {
+        &self.grant
+    }
+
+    /// The version new events run on.
+    pub fn current(&self) -> Arc<ModuleVersion> {
+        self.current.load_full()
+    }
+}
+
+/// One compiled module of a consumer.
+pub struct ModuleVersion {
+    pre: bindings::ConsumerPre<HostState>,
+    /// Hex SHA-256 of the component bytes.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: usize,
+    /// When it was compiled.
+    pub loaded_at: SystemTime,
+    /// Where it came from (`file:<path>`, `admin:<who>`).
+    pub source: String,
+    /// Connections whose instance is of this version.
+    connections: AtomicUsize,
+}
+
+impl ModuleVersion {
+    /// A short form of the hash for logs.
+    pub fn short(&self) -> &str {
+        &self.sha256[..12]
+    }
+
+    /// Connections running this version now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}

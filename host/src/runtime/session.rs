@@ -1,0 +1,276 @@
+//! One connection's consumer instance, over the connection's life.
+//!
+//! A [`Session`] calls the consumer's exports one event at a time. Before each
+//! call it makes sure there is a live instance of the consumer's *current*
+//! version: none yet, evicted while idle, or of an older version after a
+//! deploy — then it instantiates one (microseconds, from the pre-linked
+//! `InstancePre`) and hands it the connection's [`ConnState`]. So a hot swap
+//! takes effect at each connection's next event, with no new `connect`.
+//!
+//! Each call runs under the consumer's sandbox: a memory cap (the store's
+//! limiter) and a CPU deadline counted in epoch ticks. Every tick the guest
+//! runs through, the epoch callback yields to the reactor (so a spinning
+//! guest never holds a worker thread for long) and charges the event one
+//! tick; past the budget the guest traps.
+
+use std::sync::Arc;
+
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+use super::bindings::Consumer as Bindings;
+use super::bindings::consumer_host::consumer::types::{Message, Scope};
+use super::host::{ConnState, HostState, MemoryExceeded, Misbehaved};
+use super::{Consumer, EPOCH_TICK, ModuleVersion};
+
+/// Why an event could not be handled. Each closes the connection with 1011.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    /// The guest trapped (a panic, an unreachable, a bad memory access...).
+    #[error("trap: {0}")]
+    Trap(String),
+    /// The event ran past its CPU deadline.
+    #[error("CPU deadline of {0} ms exceeded")]
+    Deadline(u64),
+    /// The guest tried to grow its memory past the cap.
+    #[error("{0}")]
+    Memory(String),
+    /// The guest broke a host rule.
+    #[error("{0}")]
+    Misbehaved(String),
+    /// No instance could be made (pool exhausted, start function trapped).
+    #[error("instantiation failed: {0}")]
+    Instantiate(String),
+}
+
+/// The CPU deadline was reached.
+#[derive(Debug, thiserror::Error)]
+#[error("CPU deadline exceeded")]
+struct DeadlineExceeded;
+
+/// One event for the consumer.
+pub enum Call<'a> {
+    /// `connect(scope)`
+    Connect,
+    /// `receive(scope, message)`
+    Receive(&'a Message),
+    /// `handle-event(scope, event)`
+    Event(&'a str),
+    /// `disconnect(scope, code)`
+    Disconnect(u16),
+}
+
+/// A connection's consumer instance, live or not.
+pub struct Session {
+    engine: Engine,
+    consumer: Arc<Consumer>,
+    scope: Scope,
+    slot: Slot,
+}
+
+enum Slot {
+    Live(Box<Live>),
+    Idle(Box<ConnState>),
+    /// Only while moving between the two.
+    Moving,
+}
+
+struct Live {
+    store: Store<HostState>,
+    bindings: Bindings,
+    version: VersionUse,
+}
+
+/// Counts the connections on a version while one of its instances lives.
+struct VersionUse(Arc<ModuleVersion>);
+
+impl VersionUse {
+    fn new(version: Arc<ModuleVersion>) -> Self {
+        version
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(version)
+    }
+}
+
+impl Drop for VersionUse {
+    fn drop(&mut self) {
+        self.0
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Session {
+    /// A session with no instance yet.
+    pub fn new(engine: Engine, consumer: Arc<Consumer>, scope: Scope, conn: ConnState) -> Self {
+        Self {
+            engine,
+            consumer,
+            scope,
+            slot: Slot::Idle(Box::new(conn)),
+        }
+    }
+
+    /// The connection's state.
+    pub fn conn(&mut self) -> &mut ConnState {
+        match &mut self.slot {
+            Slot::Live(live) => &mut live.store.data_mut().conn,
+            Slot::Idle(conn) => conn,
+            Slot::Moving => unreachable!("a session is never observed mid-move"),
+        }
+    }
+
+    /// Whether an instance is alive.
+    pub fn is_live(&self) -> bool {
+        matches!(self.slot, Slot::Live(_))
+    }
+
+    /// The version of the live instance, if any.
+    pub fn version(&self) -> Option<&Arc<ModuleVersion>> {
+        match &self.slot {
+            Slot::Live(live) => Some(&live.version.0),
+            _ => None,
+        }
+    }
+
+    /// Drops the instance to save memory; the next event makes a new one.
+    pub fn evict(&mut self) {
+        if self.is_live() {
+            self.drop_instance();
+            let conn = self.conn();
+            conn.services.metrics.instances_evicted.inc();
+        }
+    }
+
+    fn drop_instance(&mut self) {
+        if !self.is_live() {
+            return;
+        }
+        if let Slot::Live(live) = std::mem::replace(&mut self.slot, Slot::Moving) {
+            let Live { store, version, .. } = *live;
+            let conn = store.into_data().conn;
+            conn.services.metrics.instances_live.dec();
+            drop(version);
+            self.slot = Slot::Idle(Box::new(conn));
+        }
+    }
+
+    /// Runs one event on an instance of the consumer's current version.
+    /// After a fault the instance is gone and the connection must be closed.
+    pub async fn call(&mut self, call: Call<'_>) -> Result<(), Fault> {
+        self.ensure_current().await?;
+        let Slot::Live(live) = &mut self.slot else {
+            unreachable!("ensure_current leaves a live instance");
+        };
+        live.store.data_mut().conn.begin_event();
+        live.store.set_epoch_deadline(1);
+        let store = &mut live.store;
+        let result = match call {
+            Call::Connect => live.bindings.call_connect(&mut *store, &self.scope).await,
+            Call::Receive(message) => {
+                live.bindings
+                    .call_receive(&mut *store, &self.scope, message)
+                    .await
+            }
+            Call::Event(event) => {
+                live.bindings
+                    .call_handle_event(&mut *store, &self.scope, event)
+                    .await
+            }
+            Call::Disconnect(code) => {
+                live.bindings
+                    .call_disconnect(&mut *store, &self.scope, code)
+                    .await
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let fault = self.classify(err);
+                self.drop_instance();
+                Err(fault)
+            }
+        }
+    }
+
+    fn classify(&mut self, err: wasmtime::Error) -> Fault {
+        let deadline_ms = self.consumer.config().sandbox.event_deadline_ms;
+        if err.downcast_ref::<DeadlineExceeded>().is_some() {
+            return Fault::Deadline(deadline_ms);
+        }
+        if let Some(misbehaved) = err.downcast_ref::<Misbehaved>() {
+            return Fault::Misbehaved(misbehaved.0.clone());
+        }
+        if let Some(memory) = err.downcast_ref::<MemoryExceeded>() {
+            return Fault::Memory(memory.to_string());
+        }
+        if let Slot::Live(live) = &self.slot
+            && live.store.data().limiter.exceeded
+        {
+            return Fault::Memory(format!(
+                "memory limit of {} bytes exceeded",
+                self.consumer.config().sandbox.memory_bytes
+            ));
+        }
+        Fault::Trap(format!("{err:#}"))
+    }
+
+    /// Makes sure the live instance is of the current version.
+    async fn ensure_current(&mut self) -> Result<(), Fault> {
+        let current = self.consumer.current();
+        if let Slot::Live(live) = &self.slot
+            && Arc::ptr_eq(&live.version.0, &current)
+        {
+            return Ok(());
+        }
+        self.drop_instance();
+        let Slot::Idle(conn) = std::mem::replace(&mut self.slot, Slot::Moving) else {
+            unreachable!("drop_instance leaves the session idle");
+        };
+        let mut store = Store::new(&self.engine, HostState::new(*conn));
+        store.limiter(|state| &mut state.limiter);
+        let budget_ticks = self
+            .consumer
+            .config()
+            .sandbox
+            .event_deadline_ms
+            .div_ceil(EPOCH_TICK.as_millis() as u64)
+            .max(1);
+        store.epoch_deadline_callback(move |mut context| {
+            let conn = &mut context.data_mut().conn;
+            conn.ticks_this_event += 1;
+            if conn.ticks_this_event > budget_ticks {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                // Let other connections run, then give the guest one more tick.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.data_mut().conn.begin_event();
+        store.set_epoch_deadline(1);
+        match current.pre.instantiate_async(&mut store).await {
+            Ok(bindings) => {
+                let metrics = &store.data().conn.services.metrics;
+                metrics.instances_created.inc();
+                metrics.instances_live.inc();
+                self.slot = Slot::Live(Box::new(Live {
+                    store,
+                    bindings,
+                    version: VersionUse::new(current),
+                }));
+                Ok(())
+            }
+            Err(err) => {
+                let message = format!("{err:#}");
+                self.slot = Slot::Idle(Box::new(store.into_data().conn));
+                Err(Fault::Instantiate(message))
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.drop_instance();
+    }
+}

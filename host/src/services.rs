@@ -1,0 +1,76 @@
+//! What every connection of a node shares: configuration, database, channel
+//! layer, token verifier, runtime, metrics and the shutdown signal.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::db::Database;
+use crate::layer::{ConnId, Layer};
+use crate::metrics::Metrics;
+use crate::routing::Route;
+use crate::runtime::Runtime;
+
+/// The node's shared state; one `Arc` of it is cloned into every connection.
+pub struct Services {
+    /// The configuration the node started with.
+    pub config: Config,
+    /// Compiled routes, in order.
+    pub routes: Vec<Route>,
+    /// The database.
+    pub db: Database,
+    /// The channel layer.
+    pub layer: Layer,
+    /// Token verification.
+    pub auth: Arc<Authenticator>,
+    /// Consumers and their versions.
+    pub runtime: Runtime,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the node shuts down; every connection's kick is a child.
+    pub shutdown: CancellationToken,
+    /// Connection tasks, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// One permit per open WebSocket (`[limits] max_connections`).
+    pub connection_slots: Arc<Semaphore>,
+    next_connection: AtomicU64,
+}
+
+impl Services {
+    /// Assembles the services.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        routes: Vec<Route>,
+        db: Database,
+        layer: Layer,
+        auth: Arc<Authenticator>,
+        runtime: Runtime,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let slots = config.limits.max_connections;
+        Self {
+            config,
+            routes,
+            db,
+            layer,
+            auth,
+            runtime,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            connection_slots: Arc::new(Semaphore::new(slots)),
+            next_connection: AtomicU64::new(1),
+        }
+    }
+
+    /// A new connection id, unique on this node.
+    pub fn next_connection_id(&self) -> ConnId {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -183,6 +183,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.auth.access_token_lifetime_secs = lifetime;
             }
             let auth = authenticator(&config)?;
+            let path = &config.database.path;
+            if !path.exists() {
+                bail!(
+                    "no database at {}: point --db at the Django app's db.sqlite3, or run `consumer-host seed`",
+                    path.display()
+                );
+            }
             let conn = open(&config)?;
             let id = db::normalise_uuid(&user).unwrap_or(user.clone());
             let found =

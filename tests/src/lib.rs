@@ -275,3 +275,57 @@ impl Client {
         let _ = self.ws.close(None).await;
     }
 }
+
+/// Signs arbitrary claims as simplejwt would (HS256, `{"alg","typ"}` header),
+/// independently of the host's own minting code.
+pub fn sign_claims(secret: &str, claims: &Json) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// simplejwt's access-token claims for a user id (hyphenated UUID).
+pub fn access_claims(user_id: &str, exp: i64) -> Json {
+    serde_json::json!({
+        "token_type": "access",
+        "exp": exp,
+        "iat": exp - 3600,
+        "jti": uuid::Uuid::new_v4().simple().to_string(),
+        "user_id": user_id,
+    })
+}
+
+/// Sends one HTTP/1.1 request and returns the status and body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response))
+        .await
+        .expect("a response")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

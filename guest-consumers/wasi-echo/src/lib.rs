@@ -1,0 +1,34 @@
+//! Echoes each text message with a WASI random number and the WASI wall
+//! clock's time: `{"echo", "random", "now"}`. Accepts everyone.
+
+wit_bindgen::generate!({
+    path: ["../../wit", "wit"],
+    world: "consumer-host-tests:wasi-echo/wasi-echo",
+    generate_all,
+});
+
+use consumer_host::consumer::connection;
+
+struct Echo;
+
+impl Guest for Echo {
+    fn connect(_scope: Scope) {
+        connection::accept(None);
+    }
+
+    fn receive(_scope: Scope, message: Message) {
+        let Message::Text(text) = message else { return };
+        let reply = serde_json::json!({
+            "echo": text,
+            "random": wasi::random::random::get_random_u64(),
+            "now": wasi::clocks::wall_clock::now().seconds,
+        });
+        let _ = connection::send(&Message::Text(reply.to_string()));
+    }
+
+    fn handle_event(_scope: Scope, _event: String) {}
+
+    fn disconnect(_scope: Scope, _code: u16) {}
+}
+
+export!(Echo);

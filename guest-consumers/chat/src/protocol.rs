@@ -149,6 +149,13 @@ pub fn parse_chat_event(event: &str) -> Result<Option<ChatEvent>, serde_json::Er
     serde_json::from_str(event).map(Some)
 }
 
+/// The tag of this build, if it is a tagged one (see the crate's features).
+const VERSION_TAG: Option<&str> = if cfg!(feature = "version-tag-v2") {
+    Some("v2")
+} else {
+    None
+};
+
 /// The frame each member receives: `{"body", "name", "id", "created_at"}`.
 pub fn chat_frame(event: &ChatEvent) -> String {
     #[derive(Serialize)]
@@ -159,12 +166,15 @@ pub fn chat_frame(event: &ChatEvent) -> String {
         id: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         created_at: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<&'static str>,
     }
     serde_json::to_string(&Frame {
         body: &event.body,
         name: &event.name,
         id: event.id.as_deref(),
         created_at: event.created_at.as_deref(),
+        version: VERSION_TAG,
     })
     .expect("serialising a struct of strings cannot fail")
 }

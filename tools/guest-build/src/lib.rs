@@ -12,6 +12,9 @@
 //!    cannot download targets (`scripts/install-guest-toolchain` installs it).
 //!
 //! Every built component is copied, atomically, to `guest-consumers/dist/<crate>.wasm`.
+//! Variants (a crate built again with features, listed under
+//! `[[workspace.metadata.guest-build.variants]]` in the guest workspace's
+//! `Cargo.toml`) go to `dist/<variant name>.wasm`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,11 +76,46 @@ pub fn detect() -> Result<Route, String> {
     )
 }
 
-/// Builds every crate of the guest workspace in release mode and copies
-/// the components to `<workspace>/dist/`; returns their paths.
-pub fn build(workspace: &Path) -> Result<Vec<PathBuf>, String> {
-    let route = detect()?;
-    let (cargo, args, env): (&str, Vec<&str>, Vec<(&str, String)>) = match route {
+/// A crate built again with features, as `dist/<name>.wasm`.
+#[derive(Debug, serde::Deserialize)]
+struct Variant {
+    name: String,
+    package: String,
+    #[serde(default)]
+    features: Vec<String>,
+}
+
+fn variants(workspace: &Path) -> Result<Vec<Variant>, String> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        workspace: Workspace,
+    }
+    #[derive(serde::Deserialize)]
+    struct Workspace {
+        #[serde(default)]
+        metadata: Metadata,
+    }
+    #[derive(Default, serde::Deserialize)]
+    struct Metadata {
+        #[serde(default, rename = "guest-build")]
+        guest_build: GuestBuild,
+    }
+    #[derive(Default, serde::Deserialize)]
+    struct GuestBuild {
+        #[serde(default)]
+        variants: Vec<Variant>,
+    }
+    let path = workspace.join("Cargo.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|err| format!("reading {}: {err}", path.display()))?;
+    let manifest: Manifest =
+        toml::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))?;
+    Ok(manifest.workspace.metadata.guest_build.variants)
+}
+
+/// A `cargo build --release` for the route, with a clean environment.
+fn cargo_build(route: Route, workspace: &Path, extra: &[&str]) -> Result<(), String> {
+    let (cargo, mut args, env): (&str, Vec<&str>, Vec<(&str, String)>) = match route {
         Route::Wasip2 => (
             "cargo",
             vec!["build", "--release", "--target", route.target()],
@@ -99,8 +137,9 @@ pub fn build(workspace: &Path) -> Result<Vec<PathBuf>, String> {
             ],
         ),
     };
+    args.extend_from_slice(extra);
     let mut command = Command::new(cargo);
-    command.args(args);
+    command.args(&args);
     // A build script's environment carries the outer cargo's settings
     // (RUSTC, RUSTFLAGS, the target dir, the jobserver...): start clean.
     for (key, _) in std::env::vars_os() {
@@ -120,31 +159,76 @@ pub fn build(workspace: &Path) -> Result<Vec<PathBuf>, String> {
         .map_err(|err| format!("cannot run cargo for the guests ({route:?}): {err}"))?;
     if !output.status.success() {
         return Err(format!(
-            "building the guests ({route:?}) failed:\n{}",
+            "building the guests ({route:?}, {}) failed:\n{}",
+            args.join(" "),
             String::from_utf8_lossy(&output.stderr)
         ));
     }
+    Ok(())
+}
+
+/// Copies a component into `dist/`: copy, then rename, so that a watcher of
+/// `dist/` never sees half a file.
+fn publish(component: &Path, dist: &Path, name: &str) -> Result<PathBuf, String> {
+    let target = dist.join(name);
+    let partial = dist.join(format!(".{name}.partial"));
+    std::fs::copy(component, &partial)
+        .map_err(|err| format!("copying {}: {err}", component.display()))?;
+    std::fs::rename(&partial, &target)
+        .map_err(|err| format!("renaming {}: {err}", partial.display()))?;
+    Ok(target)
+}
+
+/// Builds every crate of the guest workspace in release mode, then every
+/// variant, and copies the components to `<workspace>/dist/`; returns their paths.
+pub fn build(workspace: &Path) -> Result<Vec<PathBuf>, String> {
+    let route = detect()?;
+    cargo_build(route, workspace, &[])?;
+    let dist = workspace.join("dist");
+    std::fs::create_dir_all(&dist).map_err(|err| format!("creating {}: {err}", dist.display()))?;
     let built = workspace
         .join("target")
         .join(route.target())
         .join("release");
-    let dist = workspace.join("dist");
-    std::fs::create_dir_all(&dist).map_err(|err| format!("creating {}: {err}", dist.display()))?;
     let mut components = Vec::new();
     let entries =
         std::fs::read_dir(&built).map_err(|err| format!("reading {}: {err}", built.display()))?;
     for entry in entries {
         let path = entry.map_err(|err| err.to_string())?.path();
         if path.extension().is_some_and(|ext| ext == "wasm") {
-            let target = dist.join(path.file_name().expect("a file"));
-            // Copy then rename: a watcher of dist/ never sees half a file.
-            let partial = target.with_extension("wasm.partial");
-            std::fs::copy(&path, &partial)
-                .map_err(|err| format!("copying {}: {err}", path.display()))?;
-            std::fs::rename(&partial, &target)
-                .map_err(|err| format!("renaming {}: {err}", partial.display()))?;
-            components.push(target);
+            let name = path
+                .file_name()
+                .expect("a file")
+                .to_string_lossy()
+                .into_owned();
+            components.push(publish(&path, &dist, &name)?);
         }
+    }
+    for variant in variants(workspace)? {
+        let target_dir = format!("target/variants/{}", variant.name);
+        let features = variant.features.join(",");
+        cargo_build(
+            route,
+            workspace,
+            &[
+                "-p",
+                &variant.package,
+                "--features",
+                &features,
+                "--target-dir",
+                &target_dir,
+            ],
+        )?;
+        let artifact = workspace
+            .join(&target_dir)
+            .join(route.target())
+            .join("release")
+            .join(format!("{}.wasm", variant.package.replace('-', "_")));
+        components.push(publish(
+            &artifact,
+            &dist,
+            &format!("{}.wasm", variant.name),
+        )?);
     }
     components.sort();
     Ok(components)

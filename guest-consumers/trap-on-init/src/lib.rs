@@ -1,0 +1,25 @@
+//! A consumer whose instantiation traps: the component calls `_initialize`
+//! when it is instantiated, and this one panics there.
+
+wit_bindgen::generate!({ path: "../../wit", world: "consumer" });
+
+use consumer_host::consumer::connection;
+
+struct Consumer;
+
+impl Guest for Consumer {
+    fn connect(_scope: Scope) {
+        connection::accept(None);
+    }
+    fn receive(_scope: Scope, _message: Message) {}
+    fn handle_event(_scope: Scope, _event: String) {}
+    fn disconnect(_scope: Scope, _code: u16) {}
+}
+
+/// Runs when the component is instantiated, before any export.
+#[unsafe(no_mangle)]
+pub extern "C" fn _initialize() {
+    panic!("this consumer refuses to start");
+}
+
+export!(Consumer);

@@ -74,6 +74,38 @@ enum Command {
         #[arg(long)]
         token_lifetime: Option<u64>,
     },
+    /// Deploys a new version of a consumer to a running server (admin API).
+    Deploy {
+        /// The consumer's name in the server's config.
+        consumer: String,
+        /// The component file.
+        file: PathBuf,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Makes a consumer's previous version current again (admin API).
+    Rollback {
+        /// The consumer's name in the server's config.
+        consumer: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Lists every consumer's versions on a running server (admin API).
+    Versions {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+/// Where the admin API is, and its token.
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// The admin API's base URL, e.g. http://127.0.0.1:8000 (or the [admin] listen address).
+    #[arg(long, env = "CONSUMER_HOST_SERVER")]
+    server: String,
+    /// The admin bearer token.
+    #[arg(long, env = "CONSUMER_HOST_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
 }
 
 /// Most rooms x users `seed` makes in one go.
@@ -103,6 +135,7 @@ fn load_config(common: &Common) -> anyhow::Result<Config> {
     };
     config.override_database(common.db.clone());
     config.override_secret(std::env::var("JWT_SECRET").ok());
+    config.override_admin_token(std::env::var("CONSUMER_HOST_ADMIN_TOKEN").ok());
     Ok(config)
 }
 
@@ -204,7 +237,101 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", auth.mint(&found.id));
             Ok(())
         }
+        Command::Deploy {
+            consumer,
+            file,
+            target,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            eprintln!(
+                "deploying {} ({} bytes) as {consumer}",
+                file.display(),
+                bytes.len()
+            );
+            admin_request(
+                &target,
+                hyper::Method::PUT,
+                &format!("/admin/consumers/{consumer}"),
+                bytes,
+            )
+        }
+        Command::Rollback { consumer, target } => admin_request(
+            &target,
+            hyper::Method::POST,
+            &format!("/admin/consumers/{consumer}/rollback"),
+            Vec::new(),
+        ),
+        Command::Versions { target } => {
+            admin_request(&target, hyper::Method::GET, "/admin/consumers", Vec::new())
+        }
     }
+}
+
+/// Sends one admin request; prints the JSON answer on success, fails with
+/// the server's error message otherwise.
+fn admin_request(
+    target: &AdminTarget,
+    method: hyper::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<()> {
+    use http_body_util::{BodyExt, Full};
+    let base: hyper::Uri = target
+        .server
+        .parse()
+        .with_context(|| format!("--server {:?} is not a URL", target.server))?;
+    if base.scheme_str() != Some("http") {
+        bail!(
+            "--server must be an http:// URL (the admin API has no TLS; keep it on a private address)"
+        );
+    }
+    let authority = base
+        .authority()
+        .context("--server needs a host and port")?
+        .clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, text) = runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect((authority.host(), port))
+            .await
+            .with_context(|| format!("cannot connect to {authority}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, authority.as_str())
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", target.token),
+            )
+            .header(hyper::header::CONTENT_TYPE, "application/wasm")
+            .body(Full::new(hyper::body::Bytes::from(body)))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .context("the admin request failed")?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    })?;
+    if status.is_success() {
+        println!("{text}");
+        return Ok(());
+    }
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|value| value["error"].as_str().map(String::from))
+        .unwrap_or(text);
+    bail!(
+        "{} {}: {message}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
 }
 
 fn authenticator(config: &Config) -> anyhow::Result<std::sync::Arc<Authenticator>> {

@@ -36,6 +36,9 @@ pub struct Config {
     /// The WebAssembly engine.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// The admin API (deploys, versions, rollback).
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// URL routes to consumers, tried in order.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -228,6 +231,10 @@ pub struct RuntimeConfig {
     pub max_instances: usize,
     /// WebAssembly stack of one call, in bytes.
     pub max_wasm_stack_bytes: usize,
+    /// Earlier versions of each consumer kept for rollback.
+    pub keep_versions: usize,
+    /// How often watched module files are checked for changes.
+    pub watch_interval_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -236,6 +243,8 @@ impl Default for RuntimeConfig {
             pooling: true,
             max_instances: 10_000,
             max_wasm_stack_bytes: 512 * 1024,
+            keep_versions: 5,
+            watch_interval_ms: 500,
         }
     }
 }
@@ -265,6 +274,59 @@ pub struct ConsumerConfig {
     /// Sandbox limits of one instance.
     #[serde(default)]
     pub sandbox: SandboxLimits,
+    /// Deploy the module file again whenever it changes.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl ConsumerConfig {
+    /// A consumer of `module` with no tables granted and default limits.
+    pub fn new(module: impl Into<PathBuf>) -> Self {
+        Self {
+            module: module.into(),
+            read: Vec::new(),
+            write: Vec::new(),
+            sandbox: SandboxLimits::default(),
+            watch: true,
+        }
+    }
+}
+
+/// `[admin]`: the HTTP API that deploys and rolls back consumers.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The bearer token the API requires. No token: the API is off.
+    /// `CONSUMER_HOST_ADMIN_TOKEN` in the environment overrides it.
+    pub token: Option<String>,
+    /// Serve the API on this address only (and not on `listen`).
+    pub listen: Option<SocketAddr>,
+    /// Largest module a deploy may upload, in bytes.
+    pub max_module_bytes: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            listen: None,
+            max_module_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("listen", &self.listen)
+            .field("max_module_bytes", &self.max_module_bytes)
+            .finish()
+    }
 }
 
 /// Per-instance limits of a consumer.
@@ -404,6 +466,10 @@ impl Config {
             ("[database] readers", self.database.readers),
             ("[database] max_batch", self.database.max_batch),
             ("[runtime] max_instances", self.runtime.max_instances),
+            (
+                "[runtime] watch_interval_ms",
+                self.runtime.watch_interval_ms as usize,
+            ),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be at least 1"));
@@ -425,6 +491,17 @@ impl Config {
                     }
                 })?,
             );
+        }
+        if self
+            .admin
+            .token
+            .as_deref()
+            .is_some_and(|token| token.len() < 16)
+        {
+            return invalid("[admin] token must be at least 16 characters".into());
+        }
+        if self.admin.listen.is_some() && self.admin.token.is_none() {
+            return invalid("[admin] listen is set but no token: set [admin] token or CONSUMER_HOST_ADMIN_TOKEN".into());
         }
         for (name, consumer) in &self.consumers {
             if consumer.sandbox.memory_bytes < 64 * 1024 {
@@ -452,6 +529,13 @@ impl Config {
     pub fn override_database(&mut self, path: Option<PathBuf>) {
         if let Some(path) = path {
             self.database.path = path;
+        }
+    }
+
+    /// `CONSUMER_HOST_ADMIN_TOKEN`.
+    pub fn override_admin_token(&mut self, token: Option<String>) {
+        if let Some(token) = token.filter(|token| !token.is_empty()) {
+            self.admin.token = Some(token);
         }
     }
 

@@ -4,10 +4,12 @@
 //! | --- | --- |
 //! | `GET /healthz` | 200 with a JSON summary |
 //! | `GET /metrics` | 200, Prometheus text |
+//! | `/admin/...` | the admin API ([`crate::admin`]), on the admin listener if one is configured |
 //! | a routed path with `Upgrade: websocket` | the WebSocket handshake ([`crate::ws`]) |
 //! | anything else | 404 |
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::Full;
@@ -34,12 +36,33 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> 
         .expect("a JSON response is valid")
 }
 
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `listen`: clients (and the admin API when it has no address of its own).
+    Main,
+    /// `[admin] listen`: the admin API, health and metrics only.
+    Admin,
+}
+
 /// Answers one HTTP request.
 pub async fn handle(
     services: Arc<Services>,
     request: Request<Incoming>,
+    peer: SocketAddr,
+    listener: Listener,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let raw_path = request.uri().path().to_string();
+    if raw_path == "/admin" || raw_path.starts_with("/admin/") {
+        let admin_here = match listener {
+            Listener::Admin => true,
+            Listener::Main => services.config.admin.listen.is_none(),
+        };
+        if admin_here {
+            return Ok(crate::admin::handle(services, request, peer).await);
+        }
+        return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
+    }
     if request.method() == Method::GET && !hyper_tungstenite::is_upgrade_request(&request) {
         match raw_path.as_str() {
             "/healthz" => return Ok(health(&services)),
@@ -53,7 +76,7 @@ pub async fn handle(
             _ => {}
         }
     }
-    if !hyper_tungstenite::is_upgrade_request(&request) {
+    if listener == Listener::Admin || !hyper_tungstenite::is_upgrade_request(&request) {
         return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
     }
     let Ok(path) = percent_encoding::percent_decode_str(&raw_path).decode_utf8() else {

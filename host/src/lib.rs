@@ -12,12 +12,14 @@
 //! - [`config`]: the TOML configuration, validated up front.
 //! - [`server`]: start-up, the accept loop, graceful shutdown.
 //! - [`http`]: health, metrics, dispatch of upgrade requests.
+//! - [`admin`]: the admin API: deploy, list and roll back consumer versions.
 //! - [`ws`]: the WebSocket handshake and the per-connection tasks.
 //! - [`auth`]: simplejwt access tokens and the user lookup.
 //! - [`routing`]: Django-style path patterns.
 //! - [`layer`]: the channel layer (groups).
 //! - [`db`]: SQLite: migrations, the group-commit writer, readers, grants, seeding.
-//! - [`runtime`]: the engine, the WIT bindings, host imports, per-connection sessions.
+//! - [`runtime`]: the engine, the WIT bindings, host imports, per-connection
+//!   sessions, deploys (hot swap) and the module-file watcher.
 //! - [`metrics`]: counters served at `/metrics`.
 //! - [`services`]: what every connection of a node shares.
 //!
@@ -25,6 +27,7 @@
 //! variables into a [`config::Config`], so tests start servers in-process on
 //! `127.0.0.1:0`.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -95,6 +95,12 @@ pub struct Metrics {
     pub instances_evicted: Counter,
     /// Live consumer instances now.
     pub instances_live: Gauge,
+    /// Consumer versions activated by a deploy.
+    pub deploys: Counter,
+    /// Deploys refused (the module failed its checks).
+    pub deploy_refusals: Counter,
+    /// Rollbacks to an earlier version.
+    pub rollbacks: Counter,
     /// Write batches committed (or failed).
     pub db_batches: Counter,
     /// Writes in those batches.
@@ -113,97 +119,128 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        let counters: [(&str, &str, &Counter); 20] = [
+            (
+                "connections_accepted_total",
+                "WebSocket connections accepted.",
+                &self.connections_accepted,
+            ),
+            (
+                "handshakes_refused_total",
+                "Handshakes the consumer refused (HTTP 403).",
+                &self.handshakes_refused,
+            ),
+            (
+                "handshakes_unrouted_total",
+                "Handshakes to unrouted paths (HTTP 404).",
+                &self.handshakes_unrouted,
+            ),
+            (
+                "handshakes_over_capacity_total",
+                "Handshakes refused at max_connections (HTTP 503).",
+                &self.handshakes_over_capacity,
+            ),
+            (
+                "messages_received_total",
+                "Data messages received from clients.",
+                &self.messages_received,
+            ),
+            (
+                "events_handled_total",
+                "Group events handed to consumers.",
+                &self.events_handled,
+            ),
+            (
+                "messages_sent_total",
+                "Messages queued to clients.",
+                &self.messages_sent,
+            ),
+            (
+                "group_sends_total",
+                "group-send calls by consumers.",
+                &self.group_sends,
+            ),
+            (
+                "slow_client_closes_total",
+                "Connections closed because their send queue was full.",
+                &self.slow_client_closes,
+            ),
+            (
+                "mailbox_overflow_closes_total",
+                "Connections closed because their event mailbox was full.",
+                &self.mailbox_overflow_closes,
+            ),
+            (
+                "guest_traps_total",
+                "Guest traps; the connection was closed with 1011.",
+                &self.guest_traps,
+            ),
+            (
+                "guest_deadline_overruns_total",
+                "Events that overran the CPU deadline.",
+                &self.guest_deadline_overruns,
+            ),
+            (
+                "instances_created_total",
+                "Consumer instances created.",
+                &self.instances_created,
+            ),
+            (
+                "instances_evicted_total",
+                "Idle consumer instances dropped.",
+                &self.instances_evicted,
+            ),
+            (
+                "deploys_total",
+                "Consumer versions activated.",
+                &self.deploys,
+            ),
+            (
+                "deploy_refusals_total",
+                "Deploys refused by the checks.",
+                &self.deploy_refusals,
+            ),
+            (
+                "rollbacks_total",
+                "Rollbacks to an earlier version.",
+                &self.rollbacks,
+            ),
+            (
+                "db_batches_total",
+                "Write batches (group commits).",
+                &self.db_batches,
+            ),
+            (
+                "db_writes_total",
+                "Writes committed in batches.",
+                &self.db_writes,
+            ),
+            (
+                "db_batch_failures_total",
+                "Write batches that failed.",
+                &self.db_batch_failures,
+            ),
+        ];
+        let gauges: [(&str, &str, &Gauge); 2] = [
+            (
+                "connections_open",
+                "WebSocket connections open now.",
+                &self.connections_open,
+            ),
+            (
+                "instances_live",
+                "Live consumer instances.",
+                &self.instances_live,
+            ),
+        ];
         let mut out = String::with_capacity(4096);
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP consumer_host_{name} {help}");
-            let _ = writeln!(out, "# TYPE consumer_host_{name} counter");
-            let _ = writeln!(out, "consumer_host_{name} {value}");
-        };
-        counter(
-            "connections_accepted_total",
-            "WebSocket connections accepted.",
-            self.connections_accepted.get(),
-        );
-        counter(
-            "handshakes_refused_total",
-            "Handshakes the consumer refused (HTTP 403).",
-            self.handshakes_refused.get(),
-        );
-        counter(
-            "handshakes_unrouted_total",
-            "Handshakes to unrouted paths (HTTP 404).",
-            self.handshakes_unrouted.get(),
-        );
-        counter(
-            "handshakes_over_capacity_total",
-            "Handshakes refused at max_connections (HTTP 503).",
-            self.handshakes_over_capacity.get(),
-        );
-        counter(
-            "messages_received_total",
-            "Data messages received from clients.",
-            self.messages_received.get(),
-        );
-        counter(
-            "events_handled_total",
-            "Group events handed to consumers.",
-            self.events_handled.get(),
-        );
-        counter(
-            "messages_sent_total",
-            "Messages queued to clients.",
-            self.messages_sent.get(),
-        );
-        counter(
-            "group_sends_total",
-            "group-send calls by consumers.",
-            self.group_sends.get(),
-        );
-        counter(
-            "slow_client_closes_total",
-            "Connections closed because their send queue was full.",
-            self.slow_client_closes.get(),
-        );
-        counter(
-            "mailbox_overflow_closes_total",
-            "Connections closed because their event mailbox was full.",
-            self.mailbox_overflow_closes.get(),
-        );
-        counter(
-            "guest_traps_total",
-            "Guest traps; the connection was closed with 1011.",
-            self.guest_traps.get(),
-        );
-        counter(
-            "guest_deadline_overruns_total",
-            "Events that overran the CPU deadline.",
-            self.guest_deadline_overruns.get(),
-        );
-        counter(
-            "instances_created_total",
-            "Consumer instances created.",
-            self.instances_created.get(),
-        );
-        counter(
-            "instances_evicted_total",
-            "Idle consumer instances dropped.",
-            self.instances_evicted.get(),
-        );
-        counter(
-            "db_batches_total",
-            "Write batches (group commits).",
-            self.db_batches.get(),
-        );
-        counter(
-            "db_writes_total",
-            "Writes committed in batches.",
-            self.db_writes.get(),
-        );
-        counter(
-            "db_batch_failures_total",
-            "Write batches that failed.",
-            self.db_batch_failures.get(),
-        );
+        for (name, help, counter) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP consumer_host_{name} {help}\n# TYPE consumer_host_{name} counter"
+            );
+            let _ = writeln!(out, "consumer_host_{name} {}", counter.get());
+        }
         let _ = writeln!(
             out,
             "# HELP consumer_host_auth_failures_total Tokens that were not a login, by reason."
@@ -216,21 +253,12 @@ impl Metrics {
                 count.get()
             );
         }
-        for (name, help, value) in [
-            (
-                "connections_open",
-                "WebSocket connections open now.",
-                self.connections_open.get(),
-            ),
-            (
-                "instances_live",
-                "Live consumer instances.",
-                self.instances_live.get(),
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP consumer_host_{name} {help}");
-            let _ = writeln!(out, "# TYPE consumer_host_{name} gauge");
-            let _ = writeln!(out, "consumer_host_{name} {value}");
+        for (name, help, gauge) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP consumer_host_{name} {help}\n# TYPE consumer_host_{name} gauge"
+            );
+            let _ = writeln!(out, "consumer_host_{name} {}", gauge.get());
         }
         out
     }

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::db::Database;
+use crate::http::Listener;
 use crate::layer::Layer;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -28,8 +29,9 @@ use crate::services::Services;
 /// A running node.
 pub struct Server {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     services: Arc<Services>,
-    accept_loop: tokio::task::JoinHandle<()>,
+    accept_loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -64,21 +66,64 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
+        let admin_listener = match config.admin.listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on {address} ([admin] listen)"))?,
+            ),
+            None => None,
+        };
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let services = Arc::new(Services::new(
             config, routes, db, layer, auth, runtime, metrics,
         ));
+        // Every consumer's module must also instantiate before any client comes.
+        for consumer in services.runtime.consumers() {
+            let probe = crate::runtime::host::ConnState::probe(consumer.clone(), services.clone());
+            crate::runtime::session::trial(
+                services.runtime.engine(),
+                consumer,
+                probe,
+                &consumer.current(),
+            )
+            .await
+            .with_context(|| format!("consumer {:?} does not instantiate", consumer.name()))?;
+        }
+        crate::runtime::watch::spawn_watchers(&services);
         tracing::info!(address = %local_addr, "listening");
-        let accept_loop = tokio::spawn(accept_loop(listener, services.clone()));
+        let mut accept_loops = vec![tokio::spawn(accept_loop(
+            listener,
+            services.clone(),
+            Listener::Main,
+        ))];
+        if let Some(admin_listener) = admin_listener {
+            tracing::info!(address = ?admin_addr, "admin API listening");
+            accept_loops.push(tokio::spawn(accept_loop(
+                admin_listener,
+                services.clone(),
+                Listener::Admin,
+            )));
+        }
         Ok(Self {
             local_addr,
+            admin_addr,
             services,
-            accept_loop,
+            accept_loops,
         })
     }
 
     /// The address the node listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin API's own address, when `[admin] listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The node's shared state (metrics, database, runtime).
@@ -95,7 +140,9 @@ impl Server {
             "shutting down"
         );
         services.shutdown.cancel();
-        let _ = self.accept_loop.await;
+        for accept_loop in self.accept_loops {
+            let _ = accept_loop.await;
+        }
         services.tasks.close();
         let grace = Duration::from_secs(services.config.limits.shutdown_grace_secs);
         if tokio::time::timeout(grace, services.tasks.wait())
@@ -112,15 +159,17 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, services: Arc<Services>) {
+async fn accept_loop(listener: TcpListener, services: Arc<Services>, kind: Listener) {
     loop {
         let accepted = tokio::select! {
             () = services.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _peer)) => {
-                services.tasks.spawn(serve_http(stream, services.clone()));
+            Ok((stream, peer)) => {
+                services
+                    .tasks
+                    .spawn(serve_http(stream, peer, services.clone(), kind));
             }
             Err(err) => {
                 // Out of file descriptors, most likely: back off instead of spinning.
@@ -131,11 +180,12 @@ async fn accept_loop(listener: TcpListener, services: Arc<Services>) {
     }
 }
 
-async fn serve_http(stream: TcpStream, services: Arc<Services>) {
+async fn serve_http(stream: TcpStream, peer: SocketAddr, services: Arc<Services>, kind: Listener) {
     let _ = stream.set_nodelay(true);
     let handshake_timeout = services.config.limits.handshake_timeout();
     let service_state = services.clone();
-    let service = service_fn(move |request| crate::http::handle(service_state.clone(), request));
+    let service =
+        service_fn(move |request| crate::http::handle(service_state.clone(), request, peer, kind));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use consumer_host::Server;
 use consumer_host::auth::Authenticator;
-use consumer_host::config::{Config, ConsumerConfig, RouteConfig, SandboxLimits};
+use consumer_host::config::{Config, ConsumerConfig, RouteConfig};
 use consumer_host::db::seed::{Plan, seed};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value as Json;
@@ -44,10 +44,9 @@ pub fn chat_config(db: &Path, secret: &str) -> Config {
     config.consumers.insert(
         "chat".into(),
         ConsumerConfig {
-            module: guest("chat"),
             read: vec!["chat_conversation_users".into()],
             write: vec!["chat_conversationmessage".into()],
-            sandbox: SandboxLimits::default(),
+            ..ConsumerConfig::new(guest("chat"))
         },
     );
     // Small pools: many test servers run at once in one process.
@@ -328,4 +327,239 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, body)| body.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Sends one HTTP/1.1 request with a body and headers; returns the status and body.
+pub async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut response))
+        .await
+        .expect("a response")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Steady chat traffic: every member of every room sends a message every
+/// `interval` until stopped, and everything each member receives is kept.
+pub struct Traffic {
+    stop: tokio::sync::watch::Sender<bool>,
+    members: Vec<tokio::task::JoinHandle<MemberLog>>,
+    started: std::time::Instant,
+}
+
+/// What one member sent and received.
+#[derive(Debug, Default)]
+pub struct MemberLog {
+    /// The member's room.
+    pub room: String,
+    /// Bodies sent, with the time since the traffic started.
+    pub sent: Vec<(String, Duration)>,
+    /// Frames received (chat frames only).
+    pub received: Vec<Json>,
+    /// How the connection ended, if it ended before the traffic stopped.
+    pub closed_early: Option<String>,
+}
+
+impl Traffic {
+    /// Connects every member of `plan` to `server_url` (`ws://host:port`)
+    /// and starts sending.
+    pub async fn start(server_url: &str, plan: &Plan, interval: Duration) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        // Everyone joins before anyone speaks, so every member hears every message.
+        let mut joined = Vec::new();
+        for room in &plan.rooms {
+            for (index, user) in room.users.iter().enumerate() {
+                let url = format!("{server_url}/ws/{}/?token={}", room.id, user.token);
+                let ws = connect(&url).await.ws;
+                let to = room.users[(index + 1) % room.users.len()].id.clone();
+                joined.push((ws, to, room.id.clone(), user.id[..8].to_string()));
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut members = Vec::new();
+        for (ws, to, room_id, me) in joined {
+            let mut stopped = stopped.clone();
+            members.push(tokio::spawn(async move {
+                    let (mut sink, mut stream) = ws.split();
+                    let mut log = MemberLog {
+                        room: room_id.clone(),
+                        ..MemberLog::default()
+                    };
+                    let mut ticker = tokio::time::interval(interval);
+                    let mut n = 0u64;
+                    let mut sending = true;
+                    let mut drain_until: Option<tokio::time::Instant> = None;
+                    loop {
+                        tokio::select! {
+                            _ = ticker.tick(), if sending => {
+                                let body = format!("{me}-{n}");
+                                n += 1;
+                                log.sent.push((body.clone(), started.elapsed()));
+                                if let Err(err) = sink.send(Message::text(chat_message(&room_id, &to, "", &body))).await {
+                                    log.closed_early = Some(format!("send failed: {err}"));
+                                    break;
+                                }
+                            }
+                            changed = stopped.changed(), if sending => {
+                                if changed.is_err() || *stopped.borrow() {
+                                    sending = false;
+                                    drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+                                }
+                            }
+                            () = async { tokio::time::sleep_until(drain_until.unwrap()).await }, if drain_until.is_some() => break,
+                            frame = stream.next() => match frame {
+                                Some(Ok(Message::Text(text))) => {
+                                    let frame: Json = serde_json::from_str(&text).expect("JSON");
+                                    if frame.get("type").is_some_and(|kind| kind == "error") {
+                                        log.closed_early = Some(format!("error frame: {frame}"));
+                                    }
+                                    log.received.push(frame);
+                                }
+                                Some(Ok(Message::Close(close))) => {
+                                    log.closed_early = Some(format!("closed: {close:?}"));
+                                    break;
+                                }
+                                Some(Ok(_)) => {}
+                                Some(Err(err)) => {
+                                    log.closed_early = Some(format!("error: {err}"));
+                                    break;
+                                }
+                                None => {
+                                    log.closed_early = Some("connection dropped".into());
+                                    break;
+                                }
+                            },
+                        }
+                    }
+                    let _ = sink.close().await;
+                    log
+                }));
+        }
+        Self {
+            stop,
+            members,
+            started,
+        }
+    }
+
+    /// Time since the traffic started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Stops sending, waits for the last deliveries, and returns every log.
+    pub async fn stop(self) -> Vec<MemberLog> {
+        let _ = self.stop.send(true);
+        let mut logs = Vec::new();
+        for member in self.members {
+            logs.push(member.await.unwrap());
+        }
+        logs
+    }
+}
+
+/// Checks that every message sent in a room reached every member of the
+/// room exactly once and that no connection ended early; returns how many
+/// messages were sent.
+pub fn assert_exactly_once(logs: &[MemberLog]) -> usize {
+    use std::collections::HashMap;
+    let mut sent_in_room: HashMap<&str, Vec<&str>> = HashMap::new();
+    for log in logs {
+        assert!(
+            log.closed_early.is_none(),
+            "a connection ended early: {:?}",
+            log.closed_early
+        );
+        sent_in_room
+            .entry(&log.room)
+            .or_default()
+            .extend(log.sent.iter().map(|(body, _)| body.as_str()));
+    }
+    for log in logs {
+        let mut got: HashMap<&str, usize> = HashMap::new();
+        for frame in &log.received {
+            *got.entry(frame["body"].as_str().expect("a body"))
+                .or_default() += 1;
+        }
+        let expected = &sent_in_room[log.room.as_str()];
+        for body in expected {
+            assert_eq!(
+                got.get(body).copied().unwrap_or(0),
+                1,
+                "{body} delivered {:?} times",
+                got.get(body)
+            );
+        }
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "deliveries of messages never sent"
+        );
+    }
+    sent_in_room.values().map(Vec::len).sum()
+}
+
+impl TestServer {
+    /// How many times each body was saved in `chat_conversationmessage`.
+    pub fn saved_bodies(&self) -> std::collections::HashMap<String, i64> {
+        let conn = self.db();
+        let mut stmt = conn
+            .prepare("SELECT body, count(*) FROM chat_conversationmessage GROUP BY body")
+            .unwrap();
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// `ws://host:port` of the node.
+    pub fn ws_base(&self) -> String {
+        format!("ws://{}", self.node().local_addr())
+    }
+}
+
+/// Checks that every message in the logs was saved exactly once.
+pub fn assert_saved_once(server: &TestServer, logs: &[MemberLog]) {
+    let saved = server.saved_bodies();
+    let mut sent = 0;
+    for log in logs {
+        for (body, _) in &log.sent {
+            assert_eq!(
+                saved.get(body).copied(),
+                Some(1),
+                "{body} saved {:?} times",
+                saved.get(body)
+            );
+            sent += 1;
+        }
+    }
+    assert_eq!(saved.len(), sent, "rows for messages never sent");
 }

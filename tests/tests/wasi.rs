@@ -1,7 +1,7 @@
 //! A guest that imports WASI (as one built for wasm32-wasip2 does) loads, and
 //! its WASI calls reach the host's WASI implementation.
 
-use consumer_host::config::{ConsumerConfig, RouteConfig, SandboxLimits};
+use consumer_host::config::{ConsumerConfig, RouteConfig};
 use consumer_host_tests::{TestServer, connect, guest, unix_now};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,15 +14,9 @@ async fn a_guest_importing_wasi_runs() {
                 consumer: "wasi-echo".into(),
             },
         );
-        config.consumers.insert(
-            "wasi-echo".into(),
-            ConsumerConfig {
-                module: guest("wasi_echo"),
-                read: vec![],
-                write: vec![],
-                sandbox: SandboxLimits::default(),
-            },
-        );
+        config
+            .consumers
+            .insert("wasi-echo".into(), ConsumerConfig::new(guest("wasi_echo")));
     })
     .await;
     let mut ws = connect(&format!("ws://{}/echo/", server.node().local_addr())).await;

@@ -102,6 +102,15 @@ impl ConnState {
         }
     }
 
+    /// A connection that is not one: for instantiating a module once to check
+    /// it. Nothing it sends goes anywhere and it is in no group.
+    pub fn probe(consumer: Arc<Consumer>, services: Arc<Services>) -> Self {
+        let kick = Kick::child_of(&services.shutdown);
+        let (outbound, _) = mpsc::channel(1);
+        let (mailbox, _) = Mailbox::new(0, 1, kick.clone());
+        Self::new(0, consumer, services, Vec::new(), outbound, mailbox, kick)
+    }
+
     /// Resets the per-event budgets.
     pub(super) fn begin_event(&mut self) {
         self.sent_this_event = (0, 0);

@@ -12,13 +12,15 @@
 //! single swap that the next event of every connection observes.
 
 pub mod bindings;
+pub mod deploy;
 pub mod host;
 pub mod session;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -73,10 +75,12 @@ impl Compiler {
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
         let pre = bindings::ConsumerPre::new(pre).map_err(invalid)?;
         Ok(ModuleVersion {
+            loaded_unix: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs()),
             pre,
             sha256: hex::encode(Sha256::digest(bytes)),
             size: bytes.len(),
-            loaded_at: SystemTime::now(),
             source: source.to_string(),
             connections: AtomicUsize::new(0),
         })
@@ -189,6 +193,8 @@ impl Runtime {
             config: config.clone(),
             grant: Arc::new(Grant::new(name, &config.read, &config.write)),
             current: ArcSwap::from_pointee(version),
+            previous: Mutex::new(Vec::new()),
+            deploying: tokio::sync::Mutex::new(()),
         };
         self.consumers.insert(name.to_string(), Arc::new(consumer));
         Ok(())
@@ -197,6 +203,13 @@ impl Runtime {
     /// A consumer by name.
     pub fn consumer(&self, name: &str) -> Option<&Arc<Consumer>> {
         self.consumers.get(name)
+    }
+
+    /// Every consumer, by name.
+    pub fn consumers(&self) -> impl Iterator<Item = &Arc<Consumer>> {
+        let mut all: Vec<&Arc<Consumer>> = self.consumers.values().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all.into_iter()
     }
 }
 
@@ -210,12 +223,17 @@ fn file_source(path: &Path) -> String {
     format!("file:{}", path.display())
 }
 
-/// A configured consumer and its current version.
+/// A configured consumer, its current version and the ones before it.
 pub struct Consumer {
     name: String,
     config: ConsumerConfig,
     grant: Arc<Grant>,
     current: ArcSwap<ModuleVersion>,
+    /// Versions that were current before, oldest first. A std lock: held
+    /// only to push or pop, never across an `.await`.
+    previous: Mutex<Vec<Arc<ModuleVersion>>>,
+    /// One deploy or rollback of this consumer at a time.
+    pub(crate) deploying: tokio::sync::Mutex<()>,
 }
 
 impl Consumer {
@@ -238,17 +256,45 @@ impl Consumer {
     pub fn current(&self) -> Arc<ModuleVersion> {
         self.current.load_full()
     }
+
+    /// The versions that were current before, newest first.
+    pub fn previous(&self) -> Vec<Arc<ModuleVersion>> {
+        let previous = self.previous.lock().expect("not poisoned");
+        previous.iter().rev().cloned().collect()
+    }
+
+    /// Makes `version` current in one atomic swap: every event that starts
+    /// after this runs on it. The replaced version is kept for rollback (at
+    /// most `keep` of them); it is returned.
+    pub(crate) fn activate(&self, version: Arc<ModuleVersion>, keep: usize) -> Arc<ModuleVersion> {
+        let replaced = self.current.swap(version);
+        let mut previous = self.previous.lock().expect("not poisoned");
+        previous.push(replaced.clone());
+        let excess = previous.len().saturating_sub(keep);
+        previous.drain(..excess);
+        replaced
+    }
+
+    /// Makes the version before the current one current again; the current
+    /// one is dropped from the history. Returns (from, to), or `None` when
+    /// there is no earlier version.
+    pub(crate) fn roll_back(&self) -> Option<(Arc<ModuleVersion>, Arc<ModuleVersion>)> {
+        let mut previous = self.previous.lock().expect("not poisoned");
+        let to = previous.pop()?;
+        let from = self.current.swap(to.clone());
+        Some((from, to))
+    }
 }
 
 /// One compiled module of a consumer.
 pub struct ModuleVersion {
+    /// When it was compiled, as seconds since the epoch (for the admin API).
+    pub loaded_unix: u64,
     pre: bindings::ConsumerPre<HostState>,
     /// Hex SHA-256 of the component bytes.
     pub sha256: String,
     /// Size of the component in bytes.
     pub size: usize,
-    /// When it was compiled.
-    pub loaded_at: SystemTime,
     /// Where it came from (`file:<path>`, `admin:<who>`).
     pub source: String,
     /// Connections whose instance is of this version.
@@ -261,8 +307,19 @@ impl ModuleVersion {
         &self.sha256[..12]
     }
 
-    /// Connections running this version now.
+    /// Connections on this version: those whose last event ran on it.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// A JSON description for the admin API and logs.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sha256": self.sha256,
+            "size": self.size,
+            "loaded_at": self.loaded_unix,
+            "source": self.source,
+            "connections": self.connections(),
+        })
     }
 }

@@ -65,6 +65,9 @@ pub struct Session {
     consumer: Arc<Consumer>,
     scope: Scope,
     slot: Slot,
+    /// The version this connection last ran; it counts among that version's
+    /// connections until it moves to another one or closes.
+    version: Option<VersionUse>,
 }
 
 enum Slot {
@@ -77,10 +80,9 @@ enum Slot {
 struct Live {
     store: Store<HostState>,
     bindings: Bindings,
-    version: VersionUse,
 }
 
-/// Counts the connections on a version while one of its instances lives.
+/// Counts a connection on a version.
 struct VersionUse(Arc<ModuleVersion>);
 
 impl VersionUse {
@@ -108,6 +110,7 @@ impl Session {
             consumer,
             scope,
             slot: Slot::Idle(Box::new(conn)),
+            version: None,
         }
     }
 
@@ -125,12 +128,9 @@ impl Session {
         matches!(self.slot, Slot::Live(_))
     }
 
-    /// The version of the live instance, if any.
+    /// The version this connection last ran, if any.
     pub fn version(&self) -> Option<&Arc<ModuleVersion>> {
-        match &self.slot {
-            Slot::Live(live) => Some(&live.version.0),
-            _ => None,
-        }
+        self.version.as_ref().map(|used| &used.0)
     }
 
     /// Drops the instance to save memory; the next event makes a new one.
@@ -147,10 +147,8 @@ impl Session {
             return;
         }
         if let Slot::Live(live) = std::mem::replace(&mut self.slot, Slot::Moving) {
-            let Live { store, version, .. } = *live;
-            let conn = store.into_data().conn;
+            let conn = live.store.into_data().conn;
             conn.services.metrics.instances_live.dec();
-            drop(version);
             self.slot = Slot::Idle(Box::new(conn));
         }
     }
@@ -218,8 +216,9 @@ impl Session {
     /// Makes sure the live instance is of the current version.
     async fn ensure_current(&mut self) -> Result<(), Fault> {
         let current = self.consumer.current();
-        if let Slot::Live(live) = &self.slot
-            && Arc::ptr_eq(&live.version.0, &current)
+        if self.is_live()
+            && let Some(used) = &self.version
+            && Arc::ptr_eq(&used.0, &current)
         {
             return Ok(());
         }
@@ -227,37 +226,20 @@ impl Session {
         let Slot::Idle(conn) = std::mem::replace(&mut self.slot, Slot::Moving) else {
             unreachable!("drop_instance leaves the session idle");
         };
-        let mut store = Store::new(&self.engine, HostState::new(*conn));
-        store.limiter(|state| &mut state.limiter);
-        let budget_ticks = self
-            .consumer
-            .config()
-            .sandbox
-            .event_deadline_ms
-            .div_ceil(EPOCH_TICK.as_millis() as u64)
-            .max(1);
-        store.epoch_deadline_callback(move |mut context| {
-            let conn = &mut context.data_mut().conn;
-            conn.ticks_this_event += 1;
-            if conn.ticks_this_event > budget_ticks {
-                Err(wasmtime::Error::new(DeadlineExceeded))
-            } else {
-                // Let other connections run, then give the guest one more tick.
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-        store.data_mut().conn.begin_event();
-        store.set_epoch_deadline(1);
+        let mut store = new_store(&self.engine, &self.consumer, *conn);
         match current.pre.instantiate_async(&mut store).await {
             Ok(bindings) => {
                 let metrics = &store.data().conn.services.metrics;
                 metrics.instances_created.inc();
                 metrics.instances_live.inc();
-                self.slot = Slot::Live(Box::new(Live {
-                    store,
-                    bindings,
-                    version: VersionUse::new(current),
-                }));
+                self.slot = Slot::Live(Box::new(Live { store, bindings }));
+                if !self
+                    .version
+                    .as_ref()
+                    .is_some_and(|used| Arc::ptr_eq(&used.0, &current))
+                {
+                    self.version = Some(VersionUse::new(current));
+                }
                 Ok(())
             }
             Err(err) => {
@@ -266,6 +248,51 @@ impl Session {
                 Err(Fault::Instantiate(message))
             }
         }
+    }
+}
+
+/// A store for one instance of `consumer`, with its sandbox set up: the
+/// memory limiter, and the CPU deadline counted in epoch ticks.
+fn new_store(engine: &Engine, consumer: &Consumer, conn: ConnState) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(conn));
+    store.limiter(|state| &mut state.limiter);
+    let budget_ticks = consumer
+        .config()
+        .sandbox
+        .event_deadline_ms
+        .div_ceil(EPOCH_TICK.as_millis() as u64)
+        .max(1);
+    store.epoch_deadline_callback(move |mut context| {
+        let conn = &mut context.data_mut().conn;
+        conn.ticks_this_event += 1;
+        if conn.ticks_this_event > budget_ticks {
+            Err(wasmtime::Error::new(DeadlineExceeded))
+        } else {
+            // Let other connections run, then give the guest one more tick.
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store.data_mut().conn.begin_event();
+    store.set_epoch_deadline(1);
+    store
+}
+
+/// Instantiates `version` once, in a store of its own with no connection,
+/// under the consumer's sandbox: what a deploy checks before activating.
+pub async fn trial(
+    engine: &Engine,
+    consumer: &Consumer,
+    conn: ConnState,
+    version: &ModuleVersion,
+) -> Result<(), Fault> {
+    let mut store = new_store(engine, consumer, conn);
+    match version.pre.instantiate_async(&mut store).await {
+        Ok(_) => Ok(()),
+        Err(err) if store.data().limiter.exceeded => Err(Fault::Memory(format!("{err:#}"))),
+        Err(err) if err.downcast_ref::<DeadlineExceeded>().is_some() => {
+            Err(Fault::Deadline(consumer.config().sandbox.event_deadline_ms))
+        }
+        Err(err) => Err(Fault::Instantiate(format!("{err:#}"))),
     }
 }
 

@@ -485,3 +485,58 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn authenticator() -> Arc<Authenticator> {
+        Authenticator::new(&AuthConfig {
+            secret: Some("property-secret".into()),
+            ..AuthConfig::default()
+        })
+        .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever arrives as a token, verification answers without panicking,
+        /// and nothing but a correctly signed token is a login.
+        #[test]
+        fn arbitrary_tokens_are_refused(token in ".{0,400}") {
+            prop_assert!(authenticator().verify(&token).is_err());
+        }
+
+        /// Three dot-separated base64url-ish parts: the shape of a JWT, never a login.
+        #[test]
+        fn jwt_shaped_garbage_is_refused(a in "[A-Za-z0-9_-]{0,80}", b in "[A-Za-z0-9_-]{0,200}", c in "[A-Za-z0-9_-]{0,60}") {
+            let token = format!("{a}.{b}.{c}");
+            prop_assert!(authenticator().verify(&token).is_err());
+        }
+
+        /// Changing any one character of a valid token makes it invalid
+        /// (or, where base64 padding bits absorb the change, leaves the very
+        /// same claims).
+        #[test]
+        fn any_change_to_a_valid_token_is_refused(at in 0usize..10_000, replacement in "[A-Za-z0-9_.-]") {
+            let auth = authenticator();
+            let token = auth.mint("9f5ba441036f4f399ea6258e3206e909");
+            let at = at % token.len();
+            let mut changed: Vec<u8> = token.clone().into_bytes();
+            prop_assume!(changed[at] != replacement.as_bytes()[0]);
+            changed[at] = replacement.as_bytes()[0];
+            let changed = String::from_utf8(changed).unwrap();
+            match auth.verify(&changed) {
+                Err(_) => {}
+                Ok(user) => {
+                    // Only the last character of a base64 part carries spare bits.
+                    prop_assert_eq!(user, Value::Text("9f5ba441036f4f399ea6258e3206e909".into()));
+                    let part_end = token[at..].find('.').map_or(token.len(), |dot| at + dot);
+                    prop_assert_eq!(at + 1, part_end, "a change that mattered was accepted");
+                }
+            }
+        }
+    }
+}

@@ -112,9 +112,12 @@ pub struct AuthConfig {
     pub user_query: String,
     /// The query-string parameter that carries the token.
     pub query_param: String,
-    /// Also accept the token as a `Sec-WebSocket-Protocol` entry
-    /// `<subprotocol_prefix><token>`, which keeps it out of access logs.
-    pub subprotocol_prefix: Option<String>,
+    /// Also accept the token in the `Sec-WebSocket-Protocol` header, which
+    /// keeps it out of URLs and access logs: the client offers this marker
+    /// and, right after it, the token (`new WebSocket(url, ["access_token",
+    /// token])`). When the consumer chooses no subprotocol, the host answers
+    /// with the marker, as browsers require.
+    pub subprotocol: Option<String>,
     /// Lifetime of tokens minted by `consumer-host token` and `seed`.
     pub access_token_lifetime_secs: u64,
 }
@@ -141,7 +144,7 @@ impl Default for AuthConfig {
             leeway_secs: 0,
             user_query: DEFAULT_USER_QUERY.into(),
             query_param: "token".into(),
-            subprotocol_prefix: None,
+            subprotocol: None,
             access_token_lifetime_secs: 3_600,
         }
     }
@@ -186,15 +189,34 @@ pub enum LayerKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Open WebSocket connections on this node.
+    /// Open WebSocket connections on this node (HTTP 503 past it).
     pub max_connections: usize,
-    /// Largest message (and frame) a client may send, in bytes.
+    /// Open WebSocket connections of one user (HTTP 429 past it).
+    pub max_connections_per_user: usize,
+    /// Largest message (and frame) a client may send, in bytes (close 1009 past it).
     pub max_message_bytes: usize,
+    /// Messages a client may send per second, on average. Past it the
+    /// server reads from that client more slowly (nothing is dropped; the
+    /// client's own TCP buffers fill up). 0 turns the limit off.
+    pub messages_per_second: f64,
+    /// Messages a client may send in a burst above the average.
+    pub message_burst: u32,
     /// Messages queued towards one client before it counts as too slow and is
     /// closed (code 4008).
     pub send_queue: usize,
-    /// Seconds a client has to send its HTTP request.
-    pub handshake_timeout_secs: u64,
+    /// Milliseconds a client has to send its HTTP request, and the consumer to
+    /// answer `connect`.
+    pub handshake_timeout_ms: u64,
+    /// The server pings every client this often (milliseconds; 0: never).
+    pub ping_interval_ms: u64,
+    /// A client heard from (any frame, a pong included) less recently than
+    /// this is dropped as dead (milliseconds).
+    pub idle_timeout_ms: u64,
+    /// Origins allowed to connect, e.g. `https://example.com` or
+    /// `https://*.example.com`; empty: any. Requests without an `Origin`
+    /// header (non-browser clients) are allowed, as Channels'
+    /// `AllowedHostsOriginValidator` does.
+    pub allowed_origins: Vec<String>,
     /// Seconds to wait for connections to close on shutdown.
     pub shutdown_grace_secs: u64,
 }
@@ -203,9 +225,15 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 100_000,
+            max_connections_per_user: 64,
             max_message_bytes: 64 * 1024,
+            messages_per_second: 100.0,
+            message_burst: 200,
             send_queue: 1_024,
-            handshake_timeout_secs: 10,
+            handshake_timeout_ms: 10_000,
+            ping_interval_ms: 20_000,
+            idle_timeout_ms: 60_000,
+            allowed_origins: Vec::new(),
             shutdown_grace_secs: 10,
         }
     }
@@ -214,7 +242,29 @@ impl Default for Limits {
 impl Limits {
     /// The handshake timeout as a duration.
     pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_secs(self.handshake_timeout_secs)
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// Whether a browser from `origin` may connect.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        if self.allowed_origins.is_empty() {
+            return true;
+        }
+        self.allowed_origins.iter().any(|allowed| {
+            if allowed == "*" || allowed.eq_ignore_ascii_case(origin) {
+                return true;
+            }
+            // `https://*.example.com` allows any subdomain of example.com.
+            match (allowed.split_once("://*."), origin.split_once("://")) {
+                (Some((scheme, suffix)), Some((origin_scheme, host))) => {
+                    scheme.eq_ignore_ascii_case(origin_scheme)
+                        && host.len() > suffix.len()
+                        && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                        && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                }
+                _ => false,
+            }
+        })
     }
 }
 
@@ -459,6 +509,18 @@ impl Config {
         }
         for (name, value) in [
             ("[limits] max_connections", self.limits.max_connections),
+            (
+                "[limits] max_connections_per_user",
+                self.limits.max_connections_per_user,
+            ),
+            (
+                "[limits] handshake_timeout_ms",
+                self.limits.handshake_timeout_ms as usize,
+            ),
+            (
+                "[limits] idle_timeout_ms",
+                self.limits.idle_timeout_ms as usize,
+            ),
             ("[limits] max_message_bytes", self.limits.max_message_bytes),
             ("[limits] send_queue", self.limits.send_queue),
             ("[layer] mailbox_capacity", self.layer.mailbox_capacity),
@@ -590,6 +652,25 @@ mod tests {
         assert_eq!(config.listen.port(), 1);
         assert_eq!(config.database.path, PathBuf::from("/tmp/x.sqlite3"));
         assert_eq!(config.auth.secret.as_deref(), Some("from-env"));
+    }
+
+    #[test]
+    fn origins() {
+        let mut limits = Limits::default();
+        assert!(limits.origin_allowed("https://anything.example"));
+        limits.allowed_origins = vec![
+            "https://app.example.com".into(),
+            "https://*.example.org".into(),
+        ];
+        assert!(limits.origin_allowed("https://app.example.com"));
+        assert!(limits.origin_allowed("HTTPS://APP.example.com"));
+        assert!(limits.origin_allowed("https://a.example.org"));
+        assert!(limits.origin_allowed("https://a.b.example.org"));
+        assert!(!limits.origin_allowed("https://example.org"));
+        assert!(!limits.origin_allowed("https://evilexample.org"));
+        assert!(!limits.origin_allowed("http://a.example.org"));
+        assert!(!limits.origin_allowed("https://app.example.com.evil.net"));
+        assert!(!limits.origin_allowed("null"));
     }
 
     #[test]

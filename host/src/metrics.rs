@@ -71,6 +71,15 @@ pub struct Metrics {
     pub handshakes_unrouted: Counter,
     /// Handshakes refused because the node is at `max_connections`: HTTP 503.
     pub handshakes_over_capacity: Counter,
+    /// Handshakes refused because the user is at `max_connections_per_user`: HTTP 429.
+    pub handshakes_over_user_limit: Counter,
+    /// Handshakes from a browser origin not in `allowed_origins`: HTTP 403.
+    pub handshakes_bad_origin: Counter,
+    /// Times reading from a client was paused by the message rate limit.
+    pub rate_limited: Counter,
+    /// Connections dropped because the client stopped answering (no frame
+    /// within `idle_timeout_ms`).
+    pub idle_timeouts: Counter,
     /// Tokens that were not a login, by reason (see [`AUTH_FAILURE_LABELS`]).
     pub auth_failures: [Counter; 10],
     /// Data messages received from clients.
@@ -119,7 +128,27 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, &Counter); 20] = [
+        let counters: [(&str, &str, &Counter); 24] = [
+            (
+                "handshakes_over_user_limit_total",
+                "Handshakes refused at max_connections_per_user (HTTP 429).",
+                &self.handshakes_over_user_limit,
+            ),
+            (
+                "handshakes_bad_origin_total",
+                "Handshakes from an origin not allowed (HTTP 403).",
+                &self.handshakes_bad_origin,
+            ),
+            (
+                "rate_limited_total",
+                "Times reading from a client was paused by the rate limit.",
+                &self.rate_limited,
+            ),
+            (
+                "idle_timeouts_total",
+                "Connections dropped for not answering pings.",
+                &self.idle_timeouts,
+            ),
             (
                 "connections_accepted_total",
                 "WebSocket connections accepted.",

@@ -276,3 +276,29 @@ mod tests {
         assert!(resolve(&routes, "/nope").is_none());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any path is matched or not without panicking, and a match of the
+        /// chat route captures exactly the one segment.
+        #[test]
+        fn arbitrary_paths(path in "/?[a-z/<>:%.é-]{0,60}") {
+            let route = Route::parse("ws/<room_name>/", "chat").unwrap();
+            if let Some(found) = route.matches(&path) {
+                prop_assert_eq!(found.kwargs.len(), 1);
+                prop_assert!(!found.kwargs[0].1.contains('/'));
+                prop_assert_eq!(format!("/ws/{}/", found.kwargs[0].1), if path.starts_with('/') { path.clone() } else { format!("/{path}") });
+            }
+        }
+
+        /// Any pattern text parses or is refused with a reason, never a panic.
+        #[test]
+        fn arbitrary_patterns(pattern in "[a-z/<>:_0-9]{0,40}") {
+            let _ = Route::parse(&pattern, "c");
+        }
+    }
+}

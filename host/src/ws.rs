@@ -28,7 +28,7 @@ use crate::runtime::bindings::consumer_host::consumer::types::{Message, Scope, U
 use crate::runtime::host::{ConnState, Handshake};
 use crate::runtime::session::{Call, Session};
 use crate::runtime::{Consumer, Fault};
-use crate::services::Services;
+use crate::services::{Services, UserSlot};
 
 /// Close code for a consumer fault (trap, deadline, memory): RFC 6455's
 /// "internal error".
@@ -54,6 +54,26 @@ pub async fn handshake(
         );
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "consumer unavailable\n");
     };
+    // Malformed handshakes are answered before any work is done for them.
+    let config = websocket_config(&services);
+    let (response, upgrade) = match hyper_tungstenite::upgrade(&mut request, Some(config)) {
+        Ok(upgrade) => upgrade,
+        Err(err) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid WebSocket handshake: {err}\n"),
+            );
+        }
+    };
+    let limits = &services.config.limits;
+    if let Some(origin) = request.headers().get(hyper::header::ORIGIN)
+        && !origin
+            .to_str()
+            .is_ok_and(|origin| limits.origin_allowed(origin))
+    {
+        services.metrics.handshakes_bad_origin.inc();
+        return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
     let Ok(permit) = services.connection_slots.clone().try_acquire_owned() else {
         services.metrics.handshakes_over_capacity.inc();
         return plain(
@@ -74,26 +94,26 @@ pub async fn handshake(
             }
         }
     }
-    let mut subprotocols = Vec::new();
-    for header in request
+    let mut subprotocols: Vec<String> = request
         .headers()
         .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|header| header.to_str().ok())
+        .flat_map(|header| header.split(','))
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(String::from)
+        .collect();
+    let mut token_marker = None;
+    if let Some(marker) = auth_config.subprotocol.as_deref()
+        && let Some(at) = subprotocols.iter().position(|entry| entry == marker)
     {
-        let Ok(header) = header.to_str() else {
-            continue;
-        };
-        for entry in header
-            .split(',')
-            .map(str::trim)
-            .filter(|entry| !entry.is_empty())
-        {
-            match auth_config.subprotocol_prefix.as_deref() {
-                Some(prefix) if entry.starts_with(prefix) => {
-                    token.get_or_insert_with(|| entry[prefix.len()..].to_string());
-                }
-                _ => subprotocols.push(entry.to_string()),
-            }
+        // The marker, then the token: both are the host's, not the consumer's.
+        subprotocols.remove(at);
+        if at < subprotocols.len() {
+            token.get_or_insert(subprotocols.remove(at));
         }
+        token_marker = Some(marker.to_string());
     }
 
     let user = match token {
@@ -112,16 +132,18 @@ pub async fn handshake(
             }
         },
     };
-
-    let config = websocket_config(&services);
-    let (response, upgrade) = match hyper_tungstenite::upgrade(&mut request, Some(config)) {
-        Ok(upgrade) => upgrade,
-        Err(err) => {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid WebSocket handshake: {err}\n"),
-            );
-        }
+    let user_slot = match &user {
+        Some(user) => match services.user_slot(&user.id) {
+            Some(slot) => Some(slot),
+            None => {
+                services.metrics.handshakes_over_user_limit.inc();
+                return plain(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections for this user\n",
+                );
+            }
+        },
+        None => None,
     };
 
     let id = services.next_connection_id();
@@ -192,7 +214,7 @@ pub async fn handshake(
     };
 
     let mut response = response;
-    if let Some(subprotocol) = subprotocol
+    if let Some(subprotocol) = subprotocol.or(token_marker)
         && let Ok(value) = hyper::header::HeaderValue::from_str(&subprotocol)
     {
         response
@@ -208,6 +230,7 @@ pub async fn handshake(
         kick,
         id,
         _permit: permit,
+        _user_slot: user_slot,
     };
     services
         .tasks
@@ -258,6 +281,7 @@ struct Connection {
     kick: Kick,
     id: u64,
     _permit: OwnedSemaphorePermit,
+    _user_slot: Option<UserSlot>,
 }
 
 /// How a connection ended, for its `disconnect`.
@@ -317,11 +341,21 @@ impl Connection {
         let idle_after = Duration::from_secs(self.consumer.config().sandbox.idle_evict_secs);
         let idle = tokio::time::sleep(idle_after);
         tokio::pin!(idle);
+        let limits = &self.services.config.limits;
+        let mut rate = RateLimit::new(limits.messages_per_second, limits.message_burst);
+        let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
+        let ping_every = Duration::from_millis(limits.ping_interval_ms.max(1));
+        let pinging = limits.ping_interval_ms > 0;
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = tokio::time::Instant::now();
 
         let ending = loop {
             if let Some((code, reason)) = self.session.conn().close_request.take() {
                 break Ending::ours(code, &reason);
             }
+            let throttled = rate.wait();
             tokio::select! {
                 biased;
                 () = self.kick.kicked() => {
@@ -330,7 +364,22 @@ impl Connection {
                     ending.urgent = code == CLOSE_SLOW_CLIENT;
                     break ending;
                 }
-                frame = stream.next() => {
+                () = tokio::time::sleep(throttled.unwrap_or_default()), if throttled.is_some() => {
+                    self.services.metrics.rate_limited.inc();
+                    continue;
+                }
+                _ = ping.tick(), if pinging => {
+                    if last_heard.elapsed() > idle_timeout {
+                        self.services.metrics.idle_timeouts.inc();
+                        tracing::debug!(connection = self.id, "no frame from the client within the idle timeout; dropping it");
+                        break Ending::theirs(1006);
+                    }
+                    // A full queue means a slow client, which the send path handles.
+                    let _ = self.session.conn().outbound.try_send(WsMessage::Ping(Default::default()));
+                    continue;
+                }
+                frame = stream.next(), if throttled.is_none() => {
+                    last_heard = tokio::time::Instant::now();
                     let message = match frame {
                         Some(Ok(WsMessage::Text(text))) => Message::Text(text.as_str().to_owned()),
                         Some(Ok(WsMessage::Binary(bytes))) => Message::Binary(bytes.to_vec()),
@@ -342,6 +391,7 @@ impl Connection {
                         None => break Ending::theirs(1006),
                     };
                     self.services.metrics.messages_received.inc();
+                    rate.take();
                     if let Err(fault) = self.session.call(Call::Receive(&message)).await {
                         break self.fault(fault);
                     }
@@ -425,6 +475,51 @@ impl Connection {
         // Whatever `disconnect` joined, the connection is in no group now.
         self.session.conn().leave_all_groups();
         self.services.metrics.connections_open.dec();
+    }
+}
+
+/// A token bucket: `per_second` messages on average, `burst` at once.
+struct RateLimit {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    refilled: std::time::Instant,
+}
+
+impl RateLimit {
+    fn new(per_second: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            per_second,
+            burst,
+            tokens: burst,
+            refilled: std::time::Instant::now(),
+        }
+    }
+
+    /// How long to wait before the next message may be read; `None` when
+    /// one may be read now (or there is no limit).
+    fn wait(&mut self) -> Option<Duration> {
+        if self.per_second <= 0.0 {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens
+            + now.duration_since(self.refilled).as_secs_f64() * self.per_second)
+            .min(self.burst);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            None
+        } else {
+            Some(Duration::from_secs_f64(
+                (1.0 - self.tokens) / self.per_second,
+            ))
+        }
+    }
+
+    /// One message was read.
+    fn take(&mut self) {
+        self.tokens -= 1.0;
     }
 }
 

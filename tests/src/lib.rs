@@ -17,6 +17,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod raw;
+
 /// Where the build script put the guest components.
 pub const GUEST_DIST: &str = env!("GUEST_DIST");
 
@@ -54,6 +56,19 @@ pub fn chat_config(db: &Path, secret: &str) -> Config {
     config
 }
 
+/// Server logs in test output, filtered by `RUST_LOG` (default: warnings).
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 /// A chat server on its own database in a temporary folder.
 pub struct TestServer {
     /// The running node (taken by `stop`).
@@ -85,6 +100,7 @@ impl TestServer {
         secret: &str,
         adjust: impl FnOnce(&mut Config),
     ) -> Self {
+        init_logging();
         let mut config = chat_config(&db_path, secret);
         adjust(&mut config);
         let auth = Authenticator::new(&config.auth).unwrap();
@@ -384,6 +400,8 @@ pub struct MemberLog {
     pub sent: Vec<(String, Duration)>,
     /// Frames received (chat frames only).
     pub received: Vec<Json>,
+    /// When each frame arrived, since the traffic started.
+    pub received_at: Vec<Duration>,
     /// How the connection ended, if it ended before the traffic stopped.
     pub closed_early: Option<String>,
 }
@@ -442,6 +460,7 @@ impl Traffic {
                                         log.closed_early = Some(format!("error frame: {frame}"));
                                     }
                                     log.received.push(frame);
+                                    log.received_at.push(started.elapsed());
                                 }
                                 Some(Ok(Message::Close(close))) => {
                                     log.closed_early = Some(format!("closed: {close:?}"));
@@ -484,6 +503,22 @@ impl Traffic {
         }
         logs
     }
+}
+
+/// Delivery latencies in the logs (receive time minus send time), sorted.
+pub fn latencies(logs: &[MemberLog]) -> Vec<Duration> {
+    use std::collections::HashMap;
+    let sent_at: HashMap<&str, Duration> = logs
+        .iter()
+        .flat_map(|log| log.sent.iter().map(|(body, at)| (body.as_str(), *at)))
+        .collect();
+    let mut out: Vec<Duration> = logs
+        .iter()
+        .flat_map(|log| log.received.iter().zip(&log.received_at))
+        .filter_map(|(frame, at)| Some(at.saturating_sub(*sent_at.get(frame["body"].as_str()?)?)))
+        .collect();
+    out.sort();
+    out
 }
 
 /// Checks that every message sent in a room reached every member of the
@@ -561,5 +596,16 @@ pub fn assert_saved_once(server: &TestServer, logs: &[MemberLog]) {
             sent += 1;
         }
     }
-    assert_eq!(saved.len(), sent, "rows for messages never sent");
+    // Rows shaped like traffic (`<8 hex>-<n>`) that no member sent.
+    let traffic_rows = saved
+        .keys()
+        .filter(|body| {
+            body.split_once('-').is_some_and(|(who, n)| {
+                who.len() == 8
+                    && who.bytes().all(|b| b.is_ascii_hexdigit())
+                    && n.parse::<u64>().is_ok()
+            })
+        })
+        .count();
+    assert_eq!(traffic_rows, sent, "rows for messages never sent");
 }

@@ -235,3 +235,47 @@ mod tests {
         assert!(parse_chat_event(r#"{"type":"other"}"#).unwrap().is_none());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any text from a client is parsed or refused with an error code,
+        /// never a panic.
+        #[test]
+        fn arbitrary_text(text in ".{0,300}") {
+            let _ = parse_incoming(&text);
+        }
+
+        /// JSON that looks like the protocol, with any values.
+        #[test]
+        fn protocol_shaped_json(event in "[a-z_]{0,14}", body in ".{0,50}", to in ".{0,40}", with_data in any::<bool>()) {
+            let text = if with_data {
+                serde_json::json!({"event": event, "data": {"conversation_id": to, "sent_to_id": to, "body": body}}).to_string()
+            } else {
+                serde_json::json!({"event": event, "body": body}).to_string()
+            };
+            match parse_incoming(&text) {
+                Ok(Incoming::ChatMessage(chat)) => {
+                    prop_assert_eq!(event, "chat_message");
+                    prop_assert_eq!(chat.body, body);
+                }
+                Err(_) => {}
+            }
+        }
+
+        /// Any group event is handled or ignored, never a panic, and a chat
+        /// event round-trips into the frame.
+        #[test]
+        fn group_events(body in ".{0,80}", name in ".{0,20}") {
+            let event = chat_event(&ChatEvent { kind: "chat.message".into(), body: body.clone(), name, id: None, created_at: None });
+            let parsed = parse_chat_event(&event).unwrap().unwrap();
+            let frame: serde_json::Value = serde_json::from_str(&chat_frame(&parsed)).unwrap();
+            prop_assert_eq!(frame["body"].as_str().unwrap(), body.as_str());
+        }
+    }
+}

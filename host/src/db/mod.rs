@@ -295,7 +295,8 @@ impl Database {
                 "this consumer may not insert into {table:?}; grant it under `write` in its config"
             )));
         }
-        self.write(move |state| state.insert(&table, row)).await
+        self.write(move |state| state.insert(&grant, &table, row))
+            .await
     }
 
     /// Finishes every queued write, then stops the threads. Later calls fail
@@ -460,14 +461,15 @@ impl WriterState {
         &self.conn
     }
 
-    /// Inserts one row the way `db-insert` documents.
+    /// Inserts one row the way `db-insert` documents, as `grant` allows.
     pub fn insert(
         &mut self,
+        grant: &Grant,
         table: &str,
         row: Vec<(String, Value)>,
     ) -> Result<Vec<(String, Value)>, DbError> {
         let info = self.tables.get(&self.conn, table)?;
-        schema::insert(&self.conn, &info, row)
+        schema::insert(&mut self.conn, grant, &info, row)
     }
 }
 

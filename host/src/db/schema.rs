@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 
-use super::{DbError, Value};
+use super::{DbError, Grant, Value};
 
 /// The current UTC time as Django stores datetimes in SQLite.
 pub fn now_django() -> String {
@@ -131,9 +131,12 @@ fn load(conn: &Connection, table: &str) -> Result<TableInfo, DbError> {
     })
 }
 
-/// Inserts `row` into the table and returns it as written.
+/// Inserts `row` into the table and returns it as written. The INSERT
+/// itself runs under the grant's authorizer; the foreign-key checks before it
+/// are the host's own reads.
 pub fn insert(
-    conn: &Connection,
+    conn: &mut Connection,
+    grant: &Grant,
     table: &TableInfo,
     row: Vec<(String, Value)>,
 ) -> Result<Vec<(String, Value)>, DbError> {
@@ -180,22 +183,36 @@ pub fn insert(
         .map(|(column, _)| quote(&column.name))
         .collect();
     let placeholders: Vec<String> = (1..=values.len()).map(|n| format!("?{n}")).collect();
+    // Tagged with the grant: statements are authorized when prepared, and
+    // the cache must not hand one consumer another's prepared statement.
     let sql = format!(
-        "INSERT INTO {} ({}) VALUES ({}) RETURNING *",
+        "{}INSERT INTO {} ({}) VALUES ({}) RETURNING *",
+        grant.cache_tag(),
         quote(&table.name),
         names.join(", "),
         placeholders.join(", ")
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let params = rusqlite::params_from_iter(values.iter().map(|(_, value)| value));
-    let written = stmt.query_row(params, |row| {
-        let mut out = Vec::with_capacity(table.columns.len());
-        for (index, column) in table.columns.iter().enumerate() {
-            out.push((column.name.clone(), Value::from(row.get_ref(index)?)));
-        }
-        Ok(out)
-    })?;
-    Ok(written)
+    let parents = table
+        .foreign_keys
+        .iter()
+        .map(|key| key.parent_table.clone())
+        .collect();
+    conn.authorizer(Some(grant.insert_authorizer(&table.name, parents)))?;
+    let written = (|| {
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let params = rusqlite::params_from_iter(values.iter().map(|(_, value)| value));
+        stmt.query_row(params, |row| {
+            let mut out = Vec::with_capacity(table.columns.len());
+            for (index, column) in table.columns.iter().enumerate() {
+                out.push((column.name.clone(), Value::from(row.get_ref(index)?)));
+            }
+            Ok(out)
+        })
+    })();
+    conn.authorizer(
+        None::<fn(rusqlite::hooks::AuthContext<'_>) -> rusqlite::hooks::Authorization>,
+    )?;
+    Ok(written?)
 }
 
 fn check_foreign_keys(

@@ -149,6 +149,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "no routes configured: pass --config with [[route]] and [consumer.*] sections (see consumer-host.toml)"
                 );
             }
+            // Every WebSocket is a file descriptor: take all the process may.
+            match rlimit::increase_nofile_limit(u64::MAX) {
+                Ok(limit) => tracing::info!(limit, "open-file limit"),
+                Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -60,6 +60,12 @@ pub struct DatabaseConfig {
     pub readers: usize,
     /// At most this many writes are committed together (group commit).
     pub max_batch: usize,
+    /// When writes are queueing, a batch waits this long (microseconds) for
+    /// more before it commits: fuller batches write fewer pages per row, but
+    /// every writer waits longer, so with a fixed number of busy connections
+    /// it costs throughput (measured: 500 µs cut the 10x10 chat from 185k to
+    /// 135k deliveries/s). 0, the default, commits what is queued at once.
+    pub commit_delay_us: u64,
     /// How long a statement may wait on a lock held by another process.
     pub busy_timeout_ms: u64,
     /// A guest's query running longer than this is interrupted.
@@ -73,6 +79,7 @@ impl Default for DatabaseConfig {
             synchronous: Synchronous::Full,
             readers: 2,
             max_batch: 512,
+            commit_delay_us: 0,
             busy_timeout_ms: 5_000,
             query_timeout_ms: 1_000,
         }

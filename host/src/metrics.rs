@@ -88,6 +88,9 @@ pub struct Metrics {
     pub events_handled: Counter,
     /// Messages sent to clients.
     pub messages_sent: Counter,
+    /// Group events delivered as frames a pure handler rendered once,
+    /// without a call into the member's instance.
+    pub rendered_deliveries: Counter,
     /// Group sends by consumers.
     pub group_sends: Counter,
     /// Connections closed because their send queue was full (code 4008).
@@ -128,7 +131,12 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, &Counter); 24] = [
+        let counters: [(&str, &str, &Counter); 25] = [
+            (
+                "rendered_deliveries_total",
+                "Group events delivered from a single rendering by a pure handler.",
+                &self.rendered_deliveries,
+            ),
             (
                 "handshakes_over_user_limit_total",
                 "Handshakes refused at max_connections_per_user (HTTP 429).",

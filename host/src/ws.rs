@@ -33,6 +33,8 @@ use crate::services::{Services, UserSlot};
 /// Close code for a consumer fault (trap, deadline, memory): RFC 6455's
 /// "internal error".
 pub const CLOSE_INTERNAL_ERROR: u16 = 1011;
+/// Close code when the node has no instance slot free: "try again later".
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 /// Close code for a message over `max_message_bytes`: "message too big".
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// How long to wait for the client's close frame after sending ours.
@@ -197,6 +199,14 @@ pub async fn handshake(
                 "the consumer did not answer in time\n",
             );
         }
+        Ok(Err(Fault::Busy)) => {
+            services.metrics.handshakes_over_capacity.inc();
+            session.conn().leave_all_groups();
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server busy; retry later\n",
+            );
+        }
         Ok(Err(fault)) => {
             report_fault(&services, &consumer, &session, id, &fault);
             session.conn().leave_all_groups();
@@ -221,6 +231,7 @@ pub async fn handshake(
             .headers_mut()
             .insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, value);
     }
+    session.evict_if_crowded();
     services.metrics.connections_accepted.inc();
     services.metrics.connections_open.inc();
     let connection = Connection {
@@ -243,10 +254,12 @@ fn websocket_config(services: &Services) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(limits.max_message_bytes))
         .max_frame_size(Some(limits.max_message_bytes))
-        // Chat messages are small: modest buffers keep an idle connection cheap.
+        // Chat messages are small: a modest read buffer keeps an idle
+        // connection cheap. Frames are written into a buffer that the writer
+        // flushes once for everything queued, one syscall for many frames.
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(limits.max_message_bytes.saturating_mul(4).max(64 * 1024))
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(limits.max_message_bytes.saturating_mul(4).max(256 * 1024))
 }
 
 fn report_fault(
@@ -398,7 +411,20 @@ impl Connection {
                 }
                 Some(event) = mailbox_rx.recv() => {
                     self.services.metrics.events_handled.inc();
-                    if let Err(fault) = self.session.call(Call::Event(&event)).await {
+                    // Rendered once by this very version: the frames as they are.
+                    if let Some(rendered) = &event.rendered
+                        && rendered.version == self.consumer.current().id
+                    {
+                        let conn = self.session.conn();
+                        conn.services.metrics.rendered_deliveries.inc();
+                        for frame in &rendered.frames {
+                            if conn.push(frame.clone()).is_err() {
+                                break;
+                            }
+                        }
+                        continue;
+                    }
+                    if let Err(fault) = self.session.call(Call::Event(&event.json)).await {
                         break self.fault(fault);
                     }
                 }
@@ -406,6 +432,7 @@ impl Connection {
                     self.session.evict();
                 }
             }
+            self.session.evict_if_crowded();
             idle.as_mut()
                 .reset(tokio::time::Instant::now() + idle_after);
         };

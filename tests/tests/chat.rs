@@ -38,6 +38,11 @@ async fn every_message_reaches_both_members_and_is_saved() {
         assert_eq!(frame["name"], bob.name.as_str());
     }
 
+    // The chat's handler is pure: each message was rendered once and both
+    // members got those frames without a call into their own instances.
+    assert_eq!(server.metric("consumer_host_rendered_deliveries_total"), 4);
+    assert_eq!(server.metric("consumer_host_events_handled_total"), 4);
+
     let rows: Vec<(String, String, String, String)> = server
         .db()
         .prepare("SELECT conversation_id, created_by_id, sent_to_id, body FROM chat_conversationmessage ORDER BY created_at")
@@ -278,4 +283,43 @@ async fn a_client_leaving_stops_its_deliveries() {
         .await;
     assert_eq!(alice_ws.next_json().await["body"], "after bob left");
     assert_eq!(server.metric("consumer_host_connections_open"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_of_another_consumer_runs_its_own_handler() {
+    use consumer_host::config::{ConsumerConfig, RouteConfig};
+    // The hostile test consumer can join any group, and its handle-event
+    // ignores every event: it must not get the chat's rendered frames.
+    let server = TestServer::start_with(|config| {
+        config.routes.insert(
+            0,
+            RouteConfig {
+                path: "hostile/".into(),
+                consumer: "hostile".into(),
+            },
+        );
+        config.consumers.insert(
+            "hostile".into(),
+            ConsumerConfig::new(consumer_host_tests::guest("hostile")),
+        );
+    })
+    .await;
+    let plan = server.seed(1, 2);
+    let room = &plan.rooms[0];
+    let mut alice = connect(&server.url(&room.id, Some(&room.users[0].token))).await;
+    let mut other = connect(&format!("{}/hostile/", server.ws_base())).await;
+    other.send_text(&format!("group:chat_{}", room.id)).await;
+    assert!(other.next_json().await["ok"].is_string());
+    alice
+        .send_text(&chat_message(
+            &room.id,
+            &room.users[1].id,
+            "",
+            "for the chat only",
+        ))
+        .await;
+    assert_eq!(alice.next_json().await["body"], "for the chat only");
+    other.expect_silence(Duration::from_millis(300)).await;
+    assert_eq!(server.metric("consumer_host_rendered_deliveries_total"), 1);
+    assert_eq!(server.metric("consumer_host_events_handled_total"), 2);
 }

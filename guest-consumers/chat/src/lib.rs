@@ -44,6 +44,14 @@ const ROOM_KWARG: &str = "room_name";
 const CHAT_MESSAGE_EVENT: &str = "chat.message";
 
 impl Guest for Chat {
+    /// The chat's message handler renders the event alone: the host may run
+    /// it once per message and send the frame to every member.
+    fn describe() -> ConsumerInfo {
+        ConsumerInfo {
+            pure_events: vec![CHAT_MESSAGE_EVENT.into(), "chat_message".into()],
+        }
+    }
+
     fn connect(scope: Scope) {
         let Some(user) = scope.user.as_ref() else {
             return refuse("anonymous connection");

@@ -23,6 +23,12 @@ fn outcome<T: core::fmt::Debug, E: core::fmt::Debug>(result: Result<T, E>) {
 }
 
 impl Guest for Hostile {
+    fn describe() -> ConsumerInfo {
+        ConsumerInfo {
+            pure_events: Vec::new(),
+        }
+    }
+
     fn connect(scope: Scope) {
         let refuse = scope.query.iter().any(|(key, _)| key == "refuse");
         if scope.query.iter().any(|(key, _)| key == "trap") {

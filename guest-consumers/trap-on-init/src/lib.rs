@@ -8,6 +8,12 @@ use consumer_host::consumer::connection;
 struct Consumer;
 
 impl Guest for Consumer {
+    fn describe() -> ConsumerInfo {
+        ConsumerInfo {
+            pure_events: Vec::new(),
+        }
+    }
+
     fn connect(_scope: Scope) {
         connection::accept(None);
     }

@@ -12,6 +12,12 @@ use consumer_host::consumer::connection;
 struct Echo;
 
 impl Guest for Echo {
+    fn describe() -> ConsumerInfo {
+        ConsumerInfo {
+            pure_events: Vec::new(),
+        }
+    }
+
     fn connect(_scope: Scope) {
         connection::accept(None);
     }

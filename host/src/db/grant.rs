@@ -11,9 +11,10 @@
 //! table; `count(column)` or `sum(...)` over a CTE works.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use rusqlite::Connection;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 
 /// One consumer's tables.
@@ -21,7 +22,7 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 pub struct Grant {
     id: u64,
     consumer: String,
-    read: Arc<HashSet<String>>,
+    read: HashSet<String>,
     write: HashSet<String>,
 }
 
@@ -35,7 +36,7 @@ impl Grant {
         Self {
             id: NEXT_GRANT.fetch_add(1, Ordering::Relaxed),
             consumer: consumer.to_string(),
-            read: Arc::new(read),
+            read,
             write,
         }
     }
@@ -50,55 +51,106 @@ impl Grant {
         self.write.contains(table)
     }
 
+    /// Unique in this process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// A comment that makes statement-cache keys unique to this grant.
     pub fn cache_tag(&self) -> String {
         format!("/*grant {}*/ ", self.id)
     }
+}
 
-    /// The authorizer for one host-built `db-insert` into `table`: inserting
-    /// into that table (if granted), reading what RETURNING reads, and the
-    /// reads SQLite makes itself to enforce the table's foreign keys into
-    /// `parents` (the row's references were checked by the host already).
-    pub fn insert_authorizer(
-        &self,
-        table: &str,
+/// What the authorizer of a connection enforces for the statements prepared
+/// while it is set.
+#[derive(Debug, Clone, Default)]
+pub enum Policy {
+    /// The host's own statements: everything.
+    #[default]
+    Trusted,
+    /// A consumer's `db-query`: a SELECT over the grant's tables.
+    Query(Arc<Grant>),
+    /// A host-built `db-insert` for a consumer: inserting into `table` (if
+    /// granted), reading what RETURNING reads, and the reads SQLite makes
+    /// itself to enforce the table's foreign keys into `parents` (the row's
+    /// references were checked by the host already).
+    Insert {
+        /// Whose insert.
+        grant: Arc<Grant>,
+        /// Into which table.
+        table: String,
+        /// The tables its foreign keys point to.
         parents: Vec<String>,
-    ) -> impl FnMut(AuthContext<'_>) -> Authorization + Send + 'static {
-        let mut read = self.read_authorizer();
-        let table = table.to_string();
-        let may_insert = self.write.contains(&table);
-        move |context: AuthContext<'_>| match context.action {
-            AuthAction::Insert { table_name } if may_insert && table_name == table => {
-                Authorization::Allow
-            }
-            AuthAction::Read { table_name, .. }
-                if parents.iter().any(|parent| parent == table_name) =>
-            {
-                Authorization::Allow
-            }
-            _ => read(context),
-        }
-    }
+    },
+}
 
-    /// The authorizer for this grant's read-only queries.
-    pub fn read_authorizer(&self) -> impl FnMut(AuthContext<'_>) -> Authorization + Send + 'static {
-        let read = self.read.clone();
-        move |context: AuthContext<'_>| match context.action {
+impl Policy {
+    fn decide(&self, action: AuthAction<'_>) -> Authorization {
+        let reads = |grant: &Grant, action: AuthAction<'_>| match action {
             AuthAction::Select | AuthAction::Recursive | AuthAction::Function { .. } => {
                 Authorization::Allow
             }
-            AuthAction::Read { table_name, .. } if read.contains(table_name) => {
+            AuthAction::Read { table_name, .. } if grant.read.contains(table_name) => {
                 Authorization::Allow
             }
             _ => Authorization::Deny,
+        };
+        match self {
+            Policy::Trusted => Authorization::Allow,
+            Policy::Query(grant) => reads(grant, action),
+            Policy::Insert {
+                grant,
+                table,
+                parents,
+            } => match action {
+                AuthAction::Insert { table_name }
+                    if table_name == table && grant.may_write(table) =>
+                {
+                    Authorization::Allow
+                }
+                AuthAction::Read { table_name, .. }
+                    if parents.iter().any(|parent| parent == table_name) =>
+                {
+                    Authorization::Allow
+                }
+                other => reads(grant, other),
+            },
         }
+    }
+}
+
+/// A connection's authorizer, installed once. Installing an authorizer
+/// makes SQLite expire every prepared statement, so the callback stays and
+/// only the policy it reads changes: statements are authorized when they
+/// are prepared, under the policy set then (and grant-tagged SQL keeps one
+/// consumer from reusing a statement prepared for another).
+#[derive(Clone)]
+pub struct Authorizer {
+    // A std lock: taken only inside SQLite's prepare, never across an `.await`.
+    policy: Arc<Mutex<Policy>>,
+}
+
+impl Authorizer {
+    /// Installs the callback on `conn`, trusting everything until told otherwise.
+    pub fn install(conn: &mut Connection) -> rusqlite::Result<Self> {
+        let policy = Arc::new(Mutex::new(Policy::Trusted));
+        let current = policy.clone();
+        conn.authorizer(Some(move |context: AuthContext<'_>| {
+            current.lock().expect("not poisoned").decide(context.action)
+        }))?;
+        Ok(Self { policy })
+    }
+
+    /// Sets what statements prepared from now on may do.
+    pub fn set(&self, policy: Policy) {
+        *self.policy.lock().expect("not poisoned") = policy;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusqlite::Connection;
 
     fn database() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
@@ -111,8 +163,9 @@ mod tests {
         conn
     }
 
-    fn run(conn: &mut Connection, grant: &Grant, sql: &str) -> Result<usize, rusqlite::Error> {
-        conn.authorizer(Some(grant.read_authorizer())).unwrap();
+    fn run(conn: &mut Connection, grant: &Arc<Grant>, sql: &str) -> Result<usize, rusqlite::Error> {
+        let authorizer = Authorizer::install(conn).unwrap();
+        authorizer.set(Policy::Query(grant.clone()));
         let result = conn.prepare(sql).and_then(|mut stmt| {
             let mut rows = stmt.query([])?;
             let mut n = 0;
@@ -121,15 +174,14 @@ mod tests {
             }
             Ok(n)
         });
-        conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>)
-            .unwrap();
+        authorizer.set(Policy::Trusted);
         result
     }
 
     #[test]
     fn reads_only_what_is_granted() {
         let mut conn = database();
-        let grant = Grant::new("c", &["open".into()], &[]);
+        let grant = Arc::new(Grant::new("c", &["open".into()], &[]));
         assert_eq!(
             run(&mut conn, &grant, "SELECT v, upper(v) FROM open").unwrap(),
             1
@@ -181,9 +233,13 @@ mod tests {
     #[test]
     fn inserts_only_into_the_granted_table() {
         let mut conn = database();
-        let grant = Grant::new("c", &[], &["open".into()]);
-        conn.authorizer(Some(grant.insert_authorizer("open", vec![])))
-            .unwrap();
+        let grant = Arc::new(Grant::new("c", &[], &["open".into()]));
+        let authorizer = Authorizer::install(&mut conn).unwrap();
+        authorizer.set(Policy::Insert {
+            grant,
+            table: "open".into(),
+            parents: vec![],
+        });
         conn.execute("INSERT INTO open (id, v) VALUES (2, 'b') RETURNING *", [])
             .map(|_| ())
             .or_else(|err| match err {
@@ -202,8 +258,7 @@ mod tests {
             err.to_string().contains("prohibited") || err.to_string().contains("authoriz"),
             "{err}"
         );
-        conn.authorizer(None::<fn(AuthContext<'_>) -> Authorization>)
-            .unwrap();
+        authorizer.set(Policy::Trusted);
         let rows: i64 = conn
             .query_row("SELECT count(*) FROM open", [], |r| r.get(0))
             .unwrap();
@@ -211,8 +266,29 @@ mod tests {
     }
 
     #[test]
+    fn switching_the_policy_keeps_prepared_statements() {
+        let mut conn = database();
+        let authorizer = Authorizer::install(&mut conn).unwrap();
+        let sql = "SELECT v FROM open";
+        conn.prepare_cached(sql).unwrap();
+        authorizer.set(Policy::Query(Arc::new(Grant::new(
+            "c",
+            &["open".into()],
+            &[],
+        ))));
+        authorizer.set(Policy::Trusted);
+        // Still cached and valid: no re-prepare happened, and it runs.
+        let v: String = conn
+            .prepare_cached(sql)
+            .unwrap()
+            .query_row([], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, "a");
+    }
+
+    #[test]
     fn write_grants_imply_read() {
-        let grant = Grant::new("c", &[], &["open".into()]);
+        let grant = Arc::new(Grant::new("c", &[], &["open".into()]));
         assert!(grant.may_write("open"));
         assert!(!grant.may_write("secret"));
         let mut conn = database();

@@ -1,9 +1,10 @@
 //! SQLite: one writer thread with group commit, a pool of reader threads.
 //!
 //! Database work never runs on the async reactor. Every write goes to the
-//! writer thread, which takes every job waiting (up to `max_batch`), runs each
-//! in its own savepoint inside one `BEGIN IMMEDIATE` transaction and commits
-//! once: one fsync for the whole batch. A job's caller hears back only after
+//! writer thread, which takes every job waiting (up to `max_batch`), runs them
+//! in one `BEGIN IMMEDIATE` transaction and commits once: one fsync for the
+//! whole batch. WAL checkpoints run on a thread of their own, so the writer
+//! never stops to copy the log into the database. A job's caller hears back only after
 //! the commit, so an acknowledged row is durable. Reads go to reader threads,
 //! each with its own connection (WAL lets them run beside the writer).
 //!
@@ -26,6 +27,7 @@ use tokio::sync::oneshot;
 use crate::config::{DatabaseConfig, Synchronous};
 use crate::metrics::Metrics;
 pub use grant::Grant;
+use grant::{Authorizer, Policy};
 pub use schema::{normalise_uuid, now_django};
 
 /// A SQLite value, as guests see it.
@@ -147,6 +149,7 @@ struct Inner {
     writer: crossbeam_channel::Sender<WriterMessage>,
     readers: crossbeam_channel::Sender<ReadJob>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    checkpoint_stop: crossbeam_channel::Sender<()>,
     reader_count: usize,
     query_timeout: Duration,
 }
@@ -182,10 +185,21 @@ impl Database {
         let (reader_tx, reader_rx) = crossbeam_channel::unbounded::<ReadJob>();
         let mut threads = Vec::new();
         let max_batch = config.max_batch;
+        let commit_delay = Duration::from_micros(config.commit_delay_us);
         threads.push(
             std::thread::Builder::new()
                 .name("db-writer".into())
-                .spawn(move || writer_loop(writer_conn, writer_rx, max_batch, metrics))
+                .spawn(move || {
+                    writer_loop(writer_conn, writer_rx, max_batch, commit_delay, metrics)
+                })
+                .expect("spawning a thread"),
+        );
+        let (checkpoint_stop, checkpoint_stopped) = crossbeam_channel::bounded(1);
+        let checkpointer = open_connection(&path, config, false).map_err(fail)?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("db-checkpoint".into())
+                .spawn(move || checkpoint_loop(checkpointer, checkpoint_stopped))
                 .expect("spawning a thread"),
         );
         for n in 0..config.readers {
@@ -212,6 +226,7 @@ impl Database {
                 writer: writer_tx,
                 readers: reader_tx,
                 threads: Mutex::new(threads),
+                checkpoint_stop,
                 reader_count: config.readers,
                 query_timeout: Duration::from_millis(config.query_timeout_ms),
             }),
@@ -230,7 +245,7 @@ impl Database {
         R: Send + 'static,
     {
         self.on_reader(move |reader| {
-            reader.set_grant(None)?;
+            reader.authorizer.set(Policy::Trusted);
             work(&reader.conn)
         })
         .await
@@ -250,8 +265,9 @@ impl Database {
     }
 
     /// Runs `work` in the writer's next batch; resolves after the batch has
-    /// committed (or failed). `work` runs inside a savepoint: when it returns
-    /// an error, what it wrote is rolled back and the rest of the batch commits.
+    /// committed (or failed). `work` shares the batch's transaction: it should
+    /// write with one statement (a failing statement undoes itself and the
+    /// rest of the batch commits), or use a savepoint of its own.
     pub async fn write<R, F>(&self, work: F) -> Result<R, DbError>
     where
         F: FnOnce(&mut WriterState) -> Result<R, DbError> + Send + 'static,
@@ -303,6 +319,7 @@ impl Database {
     /// with [`DbError::Closed`].
     pub fn close(&self) {
         let _ = self.inner.writer.send(WriterMessage::Stop);
+        let _ = self.inner.checkpoint_stop.try_send(());
         // Readers stop when their queue closes; a reader may be mid-query, so
         // give each a no-op that ends it instead of waiting on the channel.
         for _ in 0..self.inner.reader_count {
@@ -345,18 +362,46 @@ fn open_connection(
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",
     };
+    // A 32 MiB page cache per connection: the tables' and indexes' hot
+    // pages stay in memory instead of being read again at every statement.
+    // Foreign keys are not left to SQLite: Django declares them DEFERRABLE
+    // INITIALLY DEFERRED, so SQLite would check them only at COMMIT and fail
+    // the whole batch for one bad row, and would look every parent up a
+    // second time. The host checks each insert's references itself (see
+    // `schema`), which is also what gives a guest a precise error.
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
     ))?;
+    if !read_only {
+        // Checkpoints are the checkpointer thread's job, off the write path.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+    }
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Copies the write-ahead log into the database file now and then, so the
+/// log stays short without the writer ever waiting for it. PASSIVE: it
+/// never blocks the writer or readers, it does what it can.
+fn checkpoint_loop(conn: Connection, stop: crossbeam_channel::Receiver<()>) {
+    loop {
+        match stop.recv_timeout(CHECKPOINT_INTERVAL) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %err, "WAL checkpoint failed");
+        }
+    }
 }
 
 /// A reader thread's connection and what it has set on it.
 pub struct ReaderConnection {
     conn: Connection,
-    /// The grant the authorizer enforces now (`None`: trusted host code).
-    current_grant: Option<Arc<Grant>>,
+    authorizer: Authorizer,
     /// Milliseconds since `epoch` after which the progress handler interrupts.
     deadline: Arc<AtomicI64>,
     epoch: Instant,
@@ -373,31 +418,14 @@ impl ReaderConnection {
             1_000,
             Some(move || epoch.elapsed().as_millis() as i64 > watched.load(Ordering::Relaxed)),
         )?;
+        let authorizer = Authorizer::install(&mut conn)?;
         Ok(Self {
             conn,
-            current_grant: None,
+            authorizer,
             deadline,
             epoch,
             stop: false,
         })
-    }
-
-    fn set_grant(&mut self, grant: Option<&Arc<Grant>>) -> Result<(), DbError> {
-        let same = match (&self.current_grant, grant) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        };
-        if !same {
-            match grant {
-                Some(grant) => self.conn.authorizer(Some(grant.read_authorizer()))?,
-                None => self.conn.authorizer(
-                    None::<fn(rusqlite::hooks::AuthContext<'_>) -> rusqlite::hooks::Authorization>,
-                )?,
-            }
-            self.current_grant = grant.cloned();
-        }
-        Ok(())
     }
 
     fn guest_query(
@@ -407,7 +435,6 @@ impl ReaderConnection {
         params: &[Value],
         timeout: Duration,
     ) -> Result<Rows, DbError> {
-        self.set_grant(Some(grant))?;
         // The statement cache is keyed by SQL text, and SQLite authorizes a
         // statement when it is prepared: tagging the text with the grant keeps
         // one consumer from reusing a statement another was allowed to prepare.
@@ -415,7 +442,9 @@ impl ReaderConnection {
         let deadline = self.epoch.elapsed() + timeout;
         self.deadline
             .store(deadline.as_millis() as i64, Ordering::Relaxed);
+        self.authorizer.set(Policy::Query(grant.clone()));
         let result = run_query(&self.conn, &tagged, params);
+        self.authorizer.set(Policy::Trusted);
         self.deadline.store(i64::MAX, Ordering::Relaxed);
         result
     }
@@ -452,6 +481,7 @@ fn run_query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Rows, DbE
 /// The writer thread's connection and its cache of table shapes.
 pub struct WriterState {
     conn: Connection,
+    authorizer: Authorizer,
     tables: schema::TableCache,
 }
 
@@ -464,12 +494,12 @@ impl WriterState {
     /// Inserts one row the way `db-insert` documents, as `grant` allows.
     pub fn insert(
         &mut self,
-        grant: &Grant,
+        grant: &Arc<Grant>,
         table: &str,
         row: Vec<(String, Value)>,
     ) -> Result<Vec<(String, Value)>, DbError> {
         let info = self.tables.get(&self.conn, table)?;
-        schema::insert(&mut self.conn, grant, &info, row)
+        schema::insert(&self.conn, &self.authorizer, grant, &info, row)
     }
 }
 
@@ -510,36 +540,81 @@ where
     }
 }
 
+/// Past this many frames (32 MiB of 4 KiB pages) the writer checkpoints
+/// between batches so that the log starts over.
+const WAL_RESTART_FRAMES: i64 = 8_192;
+
+/// A batch at least this large means writers are queueing: the next batch
+/// may wait for company.
+const LINGER_AFTER_BATCH: usize = 4;
+
 fn writer_loop(
     conn: Connection,
     jobs: crossbeam_channel::Receiver<WriterMessage>,
     max_batch: usize,
+    commit_delay: Duration,
     metrics: Arc<Metrics>,
 ) {
+    let mut conn = conn;
+    let authorizer = match Authorizer::install(&mut conn) {
+        Ok(authorizer) => authorizer,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot install the writer's authorizer; refusing every write");
+            while let Ok(WriterMessage::Job(job)) = jobs.recv() {
+                job.complete(Err(DbError::Failed(
+                    "the database writer could not start".into(),
+                )));
+            }
+            return;
+        }
+    };
+    // The log's length after each commit, for bounding it (see below).
+    let wal_frames = Arc::new(AtomicI64::new(0));
+    let seen = wal_frames.clone();
+    if let Err(err) = conn.wal_hook(Some(
+        move |_: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
+            seen.store(i64::from(frames), Ordering::Relaxed);
+            Ok(())
+        },
+    )) {
+        tracing::warn!(error = %err, "cannot watch the WAL's length");
+    }
     let mut state = WriterState {
         conn,
+        authorizer,
         tables: schema::TableCache::default(),
     };
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max_batch);
     let mut stopping = false;
+    let mut previous_size = 0;
     while !stopping {
         match jobs.recv() {
             Ok(WriterMessage::Job(job)) => batch.push(job),
             Ok(WriterMessage::Stop) | Err(_) => break,
         }
         // Group commit: everything that queued up while the last batch was
-        // being written goes into this one.
+        // being written goes into this one. When the last batch was busy,
+        // wait up to `commit_delay` for more: each commit writes every page it
+        // touched, and rows in one batch share index pages, so fuller batches
+        // write far fewer pages per row. A lone writer never waits.
+        let linger_until =
+            (previous_size >= LINGER_AFTER_BATCH).then(|| Instant::now() + commit_delay);
         while batch.len() < max_batch {
-            match jobs.try_recv() {
+            let next = match linger_until {
+                Some(until) => jobs.recv_deadline(until).map_err(|_| ()),
+                None => jobs.try_recv().map_err(|_| ()),
+            };
+            match next {
                 Ok(WriterMessage::Job(job)) => batch.push(job),
                 Ok(WriterMessage::Stop) => {
                     stopping = true;
                     break;
                 }
-                Err(_) => break,
+                Err(()) => break,
             }
         }
         let size = batch.len();
+        previous_size = size;
         let outcome = run_batch(&mut state, &mut batch);
         if let Err(err) = &outcome {
             tracing::error!(error = %err, jobs = size, "a write batch failed to commit");
@@ -547,6 +622,20 @@ fn writer_loop(
         }
         metrics.db_batches.inc();
         metrics.db_writes.add(size as u64);
+        // The checkpointer copies the log into the database concurrently, but
+        // the log only starts over when a checkpoint has caught up between two
+        // write transactions, which a busy writer never leaves room for. Past
+        // a bound, the writer checkpoints itself (cheaply: the checkpointer has
+        // copied most of it), so the log restarts instead of growing forever.
+        if wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
+            if let Err(err) = state
+                .conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            {
+                tracing::warn!(error = %err, "WAL checkpoint by the writer failed");
+            }
+            wal_frames.store(0, Ordering::Relaxed);
+        }
         for job in batch.drain(..) {
             job.complete(outcome.clone());
         }
@@ -557,33 +646,23 @@ fn writer_loop(
             job.complete(Err(DbError::Closed));
         }
     }
-    if let Err(err) = state.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+    if let Err(err) = state.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %err, "WAL checkpoint at shutdown failed");
     }
 }
 
 fn run_batch(state: &mut WriterState, batch: &mut [Box<dyn WriteJob>]) -> Result<(), DbError> {
-    state.conn.execute_batch("BEGIN IMMEDIATE")?;
+    state.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     for job in batch.iter_mut() {
-        let result = state
-            .conn
-            .execute_batch("SAVEPOINT job")
-            .map_err(DbError::from)
-            .and_then(|()| {
-                let ok = job.run(state);
-                let end = if ok {
-                    "RELEASE job"
-                } else {
-                    "ROLLBACK TO job; RELEASE job"
-                };
-                state.conn.execute_batch(end).map_err(DbError::from)
-            });
-        if let Err(err) = result {
-            let _ = state.conn.execute_batch("ROLLBACK");
-            return Err(err);
-        }
+        // A job's statement that fails rolls itself back (SQLite undoes a
+        // failed statement); the rest of the batch commits.
+        job.run(state);
     }
-    if let Err(err) = state.conn.execute_batch("COMMIT") {
+    if let Err(err) = state
+        .conn
+        .prepare_cached("COMMIT")
+        .and_then(|mut commit| commit.execute([]))
+    {
         let _ = state.conn.execute_batch("ROLLBACK");
         return Err(err.into());
     }

@@ -70,7 +70,7 @@ pub fn seed(
                 insert_user.execute((
                     password,
                     user.simple().to_string(),
-                    format!("{short}@seed.invalid"),
+                    format!("{}@seed.invalid", user.simple()),
                     &name,
                     &now,
                 ))?;

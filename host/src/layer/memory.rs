@@ -83,7 +83,7 @@ mod tests {
         layer.group_add("other", &outsider);
         assert_eq!(layer.members("room"), 2);
 
-        let event: Event = Arc::from(r#"{"type":"x"}"#);
+        let event: Event = crate::layer::GroupEvent::plain(r#"{"type":"x"}"#);
         assert_eq!(layer.group_send("room", &event), 2);
         assert_eq!(
             layer.group_send("room", &event),
@@ -93,7 +93,7 @@ mod tests {
         assert!(slow_kick.is_kicked());
         assert_eq!(slow_kick.code(), CLOSE_SLOW_CLIENT);
         assert_eq!(metrics.mailbox_overflow_closes.get(), 1);
-        assert_eq!(&*a_rx.try_recv().unwrap(), r#"{"type":"x"}"#);
+        assert_eq!(&*a_rx.try_recv().unwrap().json, r#"{"type":"x"}"#);
         assert!(outsider_rx.try_recv().is_err());
 
         layer.group_discard("room", 1);

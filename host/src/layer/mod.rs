@@ -22,9 +22,38 @@ pub use memory::MemoryLayer;
 /// Identifies a connection on this node.
 pub type ConnId = u64;
 
-/// An event as consumers send it: a JSON object with a string `type`,
-/// serialised once and shared by every recipient.
-pub type Event = Arc<str>;
+/// An event as consumers send it, shared by every recipient.
+pub type Event = Arc<GroupEvent>;
+
+/// A group event: the JSON object (with a string `type`) a consumer sent,
+/// and, when the sending consumer's handler for that type is pure, the
+/// frames it renders to, made once for every member.
+#[derive(Debug)]
+pub struct GroupEvent {
+    /// The event as sent.
+    pub json: Box<str>,
+    /// Frames for members running this version of the sender's consumer.
+    pub rendered: Option<Rendered>,
+}
+
+/// Frames rendered once by a pure event handler.
+#[derive(Debug)]
+pub struct Rendered {
+    /// The consumer version that rendered them ([`crate::runtime::ModuleVersion::id`]).
+    pub version: u64,
+    /// What its `handle-event` sent.
+    pub frames: Vec<hyper_tungstenite::tungstenite::Message>,
+}
+
+impl GroupEvent {
+    /// An event with nothing rendered.
+    pub fn plain(json: impl Into<Box<str>>) -> Event {
+        Arc::new(Self {
+            json: json.into(),
+            rendered: None,
+        })
+    }
+}
 
 /// Close code for a client that cannot keep up (its send queue or mailbox is
 /// full). Application range, like Centrifugo's "slow" disconnect.

@@ -21,8 +21,9 @@ use super::Consumer;
 use super::bindings::consumer_host::consumer::{
     connection, database, groups, logging, state, types,
 };
+use super::render;
 use crate::db::{self, DbError};
-use crate::layer::{self, ConnId, Event, Kick, Mailbox};
+use crate::layer::{self, ConnId, Event, GroupEvent, Kick, Mailbox, Rendered};
 use crate::services::Services;
 
 /// The guest did something the host does not allow; this traps it.
@@ -115,6 +116,31 @@ impl ConnState {
     pub(super) fn begin_event(&mut self) {
         self.sent_this_event = (0, 0);
         self.ticks_this_event = 0;
+    }
+
+    /// Queues a message towards the client. A full queue means the client
+    /// cannot keep up: it is closed with 4008 and counted, never buffered
+    /// without bound.
+    pub fn push(&mut self, message: WsMessage) -> Result<(), connection::SendError> {
+        if self.kick.is_kicked() || self.close_request.is_some() {
+            return Err(connection::SendError::Closed);
+        }
+        match self.outbound.try_send(message) {
+            Ok(()) => {
+                self.services.metrics.messages_sent.inc();
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.services.metrics.slow_client_closes.inc();
+                tracing::warn!(
+                    connection = self.id,
+                    "send queue full: closing a client that cannot keep up"
+                );
+                self.kick.kick(layer::CLOSE_SLOW_CLIENT);
+                Err(connection::SendError::Closed)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(connection::SendError::Closed),
+        }
     }
 
     /// Leaves every group this connection is in.
@@ -240,7 +266,6 @@ impl connection::Host for HostState {
         message: types::Message,
     ) -> wasmtime::Result<Result<(), connection::SendError>> {
         let conn = &mut self.conn;
-        let services = &conn.services;
         let sandbox = &conn.consumer.config().sandbox;
         let (message, len) = match message {
             types::Message::Text(text) => {
@@ -262,30 +287,11 @@ impl connection::Host for HostState {
                 sandbox.max_sends_per_event, sandbox.max_send_bytes_per_event
             ));
         }
-        if len > services.config.limits.max_message_bytes {
-            return Ok(Err(connection::SendError::TooLarge(
-                services.config.limits.max_message_bytes as u32,
-            )));
+        let limit = conn.services.config.limits.max_message_bytes;
+        if len > limit {
+            return Ok(Err(connection::SendError::TooLarge(limit as u32)));
         }
-        if conn.kick.is_kicked() || conn.close_request.is_some() {
-            return Ok(Err(connection::SendError::Closed));
-        }
-        match conn.outbound.try_send(message) {
-            Ok(()) => {
-                services.metrics.messages_sent.inc();
-                Ok(Ok(()))
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                services.metrics.slow_client_closes.inc();
-                tracing::warn!(
-                    connection = conn.id,
-                    "send queue full: closing a client that cannot keep up"
-                );
-                conn.kick.kick(layer::CLOSE_SLOW_CLIENT);
-                Ok(Err(connection::SendError::Closed))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Ok(Err(connection::SendError::Closed)),
-        }
+        Ok(conn.push(message))
     }
 
     async fn close(&mut self, code: u16, reason: String) -> wasmtime::Result<()> {
@@ -362,25 +368,46 @@ impl groups::Host for HostState {
         if event.len() > limit {
             return Ok(Err(groups::GroupError::TooLarge(limit as u32)));
         }
-        if let Err(why) = check_event(&event) {
-            return Ok(Err(groups::GroupError::InvalidEvent(why)));
-        }
-        let event: Event = Arc::from(event);
+        let kind = match check_event(&event) {
+            Ok(kind) => kind,
+            Err(why) => return Ok(Err(groups::GroupError::InvalidEvent(why))),
+        };
+        let consumer = &self.conn.consumer;
+        let version = consumer.current();
+        let rendered = if version.is_pure(&kind) {
+            match render::render(services, consumer, &version, &event).await {
+                Ok(frames) => Some(Rendered {
+                    version: version.id,
+                    frames,
+                }),
+                Err(fault) => {
+                    // Every member's own handler runs instead.
+                    tracing::warn!(consumer = consumer.name(), version = version.short(), %fault, "rendering a pure event failed");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let event: Event = Arc::new(GroupEvent {
+            json: event.into_boxed_str(),
+            rendered,
+        });
         services.layer.group_send(&group, &event);
         services.metrics.group_sends.inc();
         Ok(Ok(()))
     }
 }
 
-/// An event is a JSON object with a string `type`.
-fn check_event(event: &str) -> Result<(), String> {
+/// An event is a JSON object with a string `type`; returns the type.
+fn check_event(event: &str) -> Result<String, String> {
     #[derive(serde::Deserialize)]
     struct Typed<'a> {
         #[serde(rename = "type", borrow)]
         kind: Option<std::borrow::Cow<'a, str>>,
     }
     match serde_json::from_str::<Typed<'_>>(event) {
-        Ok(Typed { kind: Some(_) }) => Ok(()),
+        Ok(Typed { kind: Some(kind) }) => Ok(kind.into_owned()),
         Ok(Typed { kind: None }) => Err("the event has no string \"type\"".into()),
         Err(err) => Err(format!("the event is not a JSON object: {err}")),
     }

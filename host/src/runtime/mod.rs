@@ -14,13 +14,15 @@
 pub mod bindings;
 pub mod deploy;
 pub mod host;
+pub mod render;
 pub mod session;
 pub mod watch;
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -75,6 +77,9 @@ impl Compiler {
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
         let pre = bindings::ConsumerPre::new(pre).map_err(invalid)?;
         Ok(ModuleVersion {
+            id: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
+            info: OnceLock::new(),
+            renderers: Mutex::new(Vec::new()),
             loaded_unix: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_secs()),
@@ -286,8 +291,22 @@ impl Consumer {
     }
 }
 
+/// What a module said of itself.
+struct Info {
+    pure_events: HashSet<String>,
+}
+
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+
 /// One compiled module of a consumer.
 pub struct ModuleVersion {
+    /// Unique in this process.
+    pub id: u64,
+    /// What the module said of itself (`describe`), set by the check that
+    /// instantiates it before it serves.
+    info: OnceLock<Info>,
+    /// Idle instances for rendering pure events, reused.
+    renderers: Mutex<Vec<render::Renderer>>,
     /// When it was compiled, as seconds since the epoch (for the admin API).
     pub loaded_unix: u64,
     pre: bindings::ConsumerPre<HostState>,
@@ -307,6 +326,20 @@ impl ModuleVersion {
         &self.sha256[..12]
     }
 
+    /// Records what `describe` returned.
+    pub(crate) fn set_info(&self, pure_events: Vec<String>) {
+        let _ = self.info.set(Info {
+            pure_events: pure_events.into_iter().collect(),
+        });
+    }
+
+    /// Whether `handle-event` for this event type depends on the event alone.
+    pub fn is_pure(&self, event_type: &str) -> bool {
+        self.info
+            .get()
+            .is_some_and(|info| info.pure_events.contains(event_type))
+    }
+
     /// Connections on this version: those whose last event ran on it.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
@@ -320,6 +353,11 @@ impl ModuleVersion {
             "loaded_at": self.loaded_unix,
             "source": self.source,
             "connections": self.connections(),
+            "pure_events": self.info.get().map(|info| {
+                let mut events: Vec<&String> = info.pure_events.iter().collect();
+                events.sort();
+                events
+            }),
         })
     }
 }

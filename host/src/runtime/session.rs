@@ -37,9 +37,27 @@ pub enum Fault {
     /// The guest broke a host rule.
     #[error("{0}")]
     Misbehaved(String),
-    /// No instance could be made (pool exhausted, start function trapped).
+    /// No instance could be made (a start function trapped...).
     #[error("instantiation failed: {0}")]
     Instantiate(String),
+    /// Every instance slot is in use ([runtime] max_instances): the node is
+    /// overloaded, not the consumer at fault.
+    #[error("no instance slot free ([runtime] max_instances)")]
+    Busy,
+}
+
+impl Fault {
+    /// Classifies an instantiation error.
+    pub(super) fn instantiation(err: &wasmtime::Error) -> Self {
+        if err
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
+            Fault::Busy
+        } else {
+            Fault::Instantiate(format!("{err:#}"))
+        }
+    }
 }
 
 /// The CPU deadline was reached.
@@ -131,6 +149,20 @@ impl Session {
     /// The version this connection last ran, if any.
     pub fn version(&self) -> Option<&Arc<ModuleVersion>> {
         self.version.as_ref().map(|used| &used.0)
+    }
+
+    /// Drops the instance if live instances are running short: at more than
+    /// 80% of `[runtime] max_instances`, connections give their instance back
+    /// after every event instead of keeping it until they are idle.
+    pub fn evict_if_crowded(&mut self) {
+        if !self.is_live() {
+            return;
+        }
+        let conn = self.conn();
+        let max = conn.services.config.runtime.max_instances as i64;
+        if conn.services.metrics.instances_live.get() * 5 > max * 4 {
+            self.evict();
+        }
     }
 
     /// Drops the instance to save memory; the next event makes a new one.
@@ -243,9 +275,9 @@ impl Session {
                 Ok(())
             }
             Err(err) => {
-                let message = format!("{err:#}");
+                let fault = Fault::instantiation(&err);
                 self.slot = Slot::Idle(Box::new(store.into_data().conn));
-                Err(Fault::Instantiate(message))
+                Err(fault)
             }
         }
     }
@@ -253,7 +285,7 @@ impl Session {
 
 /// A store for one instance of `consumer`, with its sandbox set up: the
 /// memory limiter, and the CPU deadline counted in epoch ticks.
-fn new_store(engine: &Engine, consumer: &Consumer, conn: ConnState) -> Store<HostState> {
+pub(super) fn new_store(engine: &Engine, consumer: &Consumer, conn: ConnState) -> Store<HostState> {
     let mut store = Store::new(engine, HostState::new(conn));
     store.limiter(|state| &mut state.limiter);
     let budget_ticks = consumer
@@ -278,7 +310,8 @@ fn new_store(engine: &Engine, consumer: &Consumer, conn: ConnState) -> Store<Hos
 }
 
 /// Instantiates `version` once, in a store of its own with no connection,
-/// under the consumer's sandbox: what a deploy checks before activating.
+/// under the consumer's sandbox, and asks it to `describe` itself: what a
+/// deploy checks before activating. What it says is kept in the version.
 pub async fn trial(
     engine: &Engine,
     consumer: &Consumer,
@@ -286,13 +319,20 @@ pub async fn trial(
     version: &ModuleVersion,
 ) -> Result<(), Fault> {
     let mut store = new_store(engine, consumer, conn);
-    match version.pre.instantiate_async(&mut store).await {
-        Ok(_) => Ok(()),
+    let described = match version.pre.instantiate_async(&mut store).await {
+        Ok(bindings) => bindings.call_describe(&mut store).await,
+        Err(err) => Err(err),
+    };
+    match described {
+        Ok(info) => {
+            version.set_info(info.pure_events);
+            Ok(())
+        }
         Err(err) if store.data().limiter.exceeded => Err(Fault::Memory(format!("{err:#}"))),
         Err(err) if err.downcast_ref::<DeadlineExceeded>().is_some() => {
             Err(Fault::Deadline(consumer.config().sandbox.event_deadline_ms))
         }
-        Err(err) => Err(Fault::Instantiate(format!("{err:#}"))),
+        Err(err) => Err(Fault::instantiation(&err)),
     }
 }
 

@@ -169,17 +169,13 @@ pub async fn handshake(
         id,
         consumer.clone(),
         services.clone(),
+        scope,
         subprotocols,
         outbound,
         mailbox,
         kick.clone(),
     );
-    let mut session = Session::new(
-        services.runtime.engine().clone(),
-        consumer.clone(),
-        scope,
-        conn,
-    );
+    let mut session = Session::new(services.runtime.engine().clone(), consumer.clone(), conn);
 
     let connected = tokio::time::timeout(
         services.config.limits.handshake_timeout(),

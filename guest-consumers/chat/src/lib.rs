@@ -29,6 +29,7 @@ mod uuid;
 
 use consumer_host::consumer::database::{self, Value};
 use consumer_host::consumer::logging::{Level, log};
+use consumer_host::consumer::types::Scope;
 use consumer_host::consumer::{connection, groups, state};
 use protocol::{ErrorCode, Incoming};
 
@@ -52,7 +53,8 @@ impl Guest for Chat {
         }
     }
 
-    fn connect(scope: Scope) {
+    fn connect() {
+        let scope = connection::get_scope();
         let Some(user) = scope.user.as_ref() else {
             return refuse("anonymous connection");
         };
@@ -77,13 +79,13 @@ impl Guest for Chat {
         connection::accept(None);
     }
 
-    fn receive(scope: Scope, message: Message) {
-        if let Err(error) = handle_receive(&scope, message) {
+    fn receive(message: Message) {
+        if let Err(error) = handle_receive(&connection::get_scope(), message) {
             send_text(&protocol::error_frame(error.code, &error.detail));
         }
     }
 
-    fn handle_event(_scope: Scope, event: String) {
+    fn handle_event(event: String) {
         match protocol::parse_chat_event(&event) {
             Ok(Some(chat)) => send_text(&protocol::chat_frame(&chat)),
             Ok(None) => log(Level::Warn, "ignored an event of an unknown type"),
@@ -91,8 +93,8 @@ impl Guest for Chat {
         }
     }
 
-    fn disconnect(scope: Scope, _code: u16) {
-        if let Some(room) = room_of(&scope) {
+    fn disconnect(_code: u16) {
+        if let Some(room) = room_of(&connection::get_scope()) {
             // The host leaves every group on disconnect anyway; leaving here
             // keeps the consumer correct on hosts that do not.
             let _ = groups::group_discard(&room.group());

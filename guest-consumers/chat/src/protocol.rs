@@ -1,5 +1,7 @@
 //! The reference wire protocol, as JSON.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// What a client may send.
@@ -135,18 +137,50 @@ pub fn chat_event(event: &ChatEvent) -> String {
     serde_json::to_string(event).expect("serialising a struct of strings cannot fail")
 }
 
-/// Parses a group event: `Ok(None)` when it is not a chat message.
-pub fn parse_chat_event(event: &str) -> Result<Option<ChatEvent>, serde_json::Error> {
-    #[derive(Deserialize)]
-    struct Kind<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: std::borrow::Cow<'a, str>,
+/// A group event as received, borrowing from the event's text.
+#[derive(Deserialize)]
+pub struct ChatEventRef<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    body: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    created_at: Option<Cow<'a, str>>,
+}
+
+/// Why a group event could not be rendered.
+#[derive(Debug)]
+pub enum EventError {
+    /// Not JSON of the expected shape.
+    Json(serde_json::Error),
+    /// A chat message without `body` or `name`.
+    Incomplete,
+}
+
+impl core::fmt::Display for EventError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            EventError::Json(err) => write!(f, "{err}"),
+            EventError::Incomplete => f.write_str("a chat message needs body and name"),
+        }
     }
-    let kind: Kind = serde_json::from_str(event)?;
-    if kind.kind != "chat.message" && kind.kind != "chat_message" {
+}
+
+/// Parses a group event, once and without copying its strings: `Ok(None)`
+/// when it is not a chat message.
+pub fn parse_chat_event(event: &str) -> Result<Option<ChatEventRef<'_>>, EventError> {
+    let parsed: ChatEventRef<'_> = serde_json::from_str(event).map_err(EventError::Json)?;
+    if parsed.kind != "chat.message" && parsed.kind != "chat_message" {
         return Ok(None);
     }
-    serde_json::from_str(event).map(Some)
+    if parsed.body.is_none() || parsed.name.is_none() {
+        return Err(EventError::Incomplete);
+    }
+    Ok(Some(parsed))
 }
 
 /// The tag of this build, if it is a tagged one (see the crate's features).
@@ -157,7 +191,7 @@ const VERSION_TAG: Option<&str> = if cfg!(feature = "version-tag-v2") {
 };
 
 /// The frame each member receives: `{"body", "name", "id", "created_at"}`.
-pub fn chat_frame(event: &ChatEvent) -> String {
+pub fn chat_frame(event: &ChatEventRef<'_>) -> String {
     #[derive(Serialize)]
     struct Frame<'a> {
         body: &'a str,
@@ -169,14 +203,14 @@ pub fn chat_frame(event: &ChatEvent) -> String {
         #[serde(skip_serializing_if = "Option::is_none")]
         version: Option<&'static str>,
     }
-    serde_json::to_string(&Frame {
-        body: &event.body,
-        name: &event.name,
+    let frame = Frame {
+        body: event.body.as_deref().unwrap_or_default(),
+        name: event.name.as_deref().unwrap_or_default(),
         id: event.id.as_deref(),
         created_at: event.created_at.as_deref(),
         version: VERSION_TAG,
-    })
-    .expect("serialising a struct of strings cannot fail")
+    };
+    serde_json::to_string(&frame).expect("serialising a struct of strings cannot fail")
 }
 
 #[cfg(test)]

@@ -29,7 +29,8 @@ impl Guest for Hostile {
         }
     }
 
-    fn connect(scope: Scope) {
+    fn connect() {
+        let scope = connection::get_scope();
         let refuse = scope.query.iter().any(|(key, _)| key == "refuse");
         if scope.query.iter().any(|(key, _)| key == "trap") {
             panic!("trap in connect");
@@ -41,7 +42,7 @@ impl Guest for Hostile {
         }
     }
 
-    fn receive(_scope: Scope, message: Message) {
+    fn receive(message: Message) {
         let Message::Text(command) = message else {
             return reply(json!({ "error": "binary" }));
         };
@@ -109,9 +110,9 @@ impl Guest for Hostile {
         }
     }
 
-    fn handle_event(_scope: Scope, _event: String) {}
+    fn handle_event(_event: String) {}
 
-    fn disconnect(_scope: Scope, _code: u16) {}
+    fn disconnect(_code: u16) {}
 }
 
 export!(Hostile);

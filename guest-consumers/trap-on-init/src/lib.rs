@@ -14,12 +14,12 @@ impl Guest for Consumer {
         }
     }
 
-    fn connect(_scope: Scope) {
+    fn connect() {
         connection::accept(None);
     }
-    fn receive(_scope: Scope, _message: Message) {}
-    fn handle_event(_scope: Scope, _event: String) {}
-    fn disconnect(_scope: Scope, _code: u16) {}
+    fn receive(_message: Message) {}
+    fn handle_event(_event: String) {}
+    fn disconnect(_code: u16) {}
 }
 
 /// Runs when the component is instantiated, before any export.

@@ -18,11 +18,11 @@ impl Guest for Echo {
         }
     }
 
-    fn connect(_scope: Scope) {
+    fn connect() {
         connection::accept(None);
     }
 
-    fn receive(_scope: Scope, message: Message) {
+    fn receive(message: Message) {
         let Message::Text(text) = message else { return };
         let reply = serde_json::json!({
             "echo": text,
@@ -32,9 +32,9 @@ impl Guest for Echo {
         let _ = connection::send(&Message::Text(reply.to_string()));
     }
 
-    fn handle_event(_scope: Scope, _event: String) {}
+    fn handle_event(_event: String) {}
 
-    fn disconnect(_scope: Scope, _code: u16) {}
+    fn disconnect(_code: u16) {}
 }
 
 export!(Echo);

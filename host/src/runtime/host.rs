@@ -53,6 +53,8 @@ pub struct ConnState {
     pub consumer: Arc<Consumer>,
     /// The node.
     pub services: Arc<Services>,
+    /// What the consumer's `get-scope` import returns.
+    pub scope: types::Scope,
     /// The handshake's outcome.
     pub handshake: Handshake,
     /// Subprotocols the client offered (a token entry removed).
@@ -77,10 +79,12 @@ pub struct ConnState {
 
 impl ConnState {
     /// A connection's state before its first event.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: ConnId,
         consumer: Arc<Consumer>,
         services: Arc<Services>,
+        scope: types::Scope,
         offered_subprotocols: Vec<String>,
         outbound: Outbound,
         mailbox: Mailbox,
@@ -90,6 +94,7 @@ impl ConnState {
             id,
             consumer,
             services,
+            scope,
             handshake: Handshake::Pending,
             offered_subprotocols,
             outbound,
@@ -109,7 +114,16 @@ impl ConnState {
         let kick = Kick::child_of(&services.shutdown);
         let (outbound, _) = mpsc::channel(1);
         let (mailbox, _) = Mailbox::new(0, 1, kick.clone());
-        Self::new(0, consumer, services, Vec::new(), outbound, mailbox, kick)
+        Self::new(
+            0,
+            consumer,
+            services,
+            empty_scope(),
+            Vec::new(),
+            outbound,
+            mailbox,
+            kick,
+        )
     }
 
     /// Resets the per-event budgets.
@@ -148,6 +162,19 @@ impl ConnState {
         for group in self.groups.drain(..) {
             self.services.layer.group_discard(&group, self.id);
         }
+    }
+}
+
+/// The scope of something that is not a client's connection (a deploy's
+/// trial instance, a rendering instance): no path, no user.
+pub fn empty_scope() -> types::Scope {
+    types::Scope {
+        connection_id: String::new(),
+        path: String::new(),
+        url_kwargs: Vec::new(),
+        query: Vec::new(),
+        user: None,
+        subprotocols: Vec::new(),
     }
 }
 
@@ -242,6 +269,10 @@ fn misbehaved<T>(text: String) -> wasmtime::Result<T> {
 impl types::Host for HostState {}
 
 impl connection::Host for HostState {
+    async fn get_scope(&mut self) -> wasmtime::Result<types::Scope> {
+        Ok(self.conn.scope.clone())
+    }
+
     async fn accept(&mut self, subprotocol: Option<String>) -> wasmtime::Result<()> {
         let conn = &mut self.conn;
         if conn.handshake != Handshake::Pending {

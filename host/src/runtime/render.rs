@@ -3,7 +3,7 @@
 //! When a consumer says (in `describe`) that its handler for an event type
 //! depends on the event alone, the host does not call `handle-event` once per
 //! member: at `group-send` it runs the handler once, on an instance of its own
-//! with a neutral scope, keeps the frames it sends, and every member running
+//! with an empty scope, keeps the frames it sends, and every member running
 //! that same version gets those frames as they are: one guest call and one
 //! encoding per event instead of one per member. A member on another version
 //! (mid-deploy) or of another consumer runs its own handler as usual.
@@ -18,8 +18,7 @@ use tokio::sync::mpsc;
 use wasmtime::Store;
 
 use super::bindings::Consumer as Bindings;
-use super::bindings::consumer_host::consumer::types::Scope;
-use super::host::{ConnState, HostState};
+use super::host::{ConnState, HostState, empty_scope};
 use super::session::{Fault, new_store};
 use super::{Consumer, ModuleVersion};
 use crate::layer::{ConnId, Kick, Mailbox};
@@ -38,17 +37,6 @@ const MAX_IDLE_RENDERERS: usize = 8;
 /// The connection id of rendering instances in logs.
 const RENDERER: ConnId = 0;
 
-fn neutral_scope() -> Scope {
-    Scope {
-        connection_id: String::new(),
-        path: String::new(),
-        url_kwargs: Vec::new(),
-        query: Vec::new(),
-        user: None,
-        subprotocols: Vec::new(),
-    }
-}
-
 async fn new_renderer(
     services: &Arc<Services>,
     consumer: &Arc<Consumer>,
@@ -62,6 +50,7 @@ async fn new_renderer(
         RENDERER,
         consumer.clone(),
         services.clone(),
+        empty_scope(),
         Vec::new(),
         outbound,
         mailbox,
@@ -97,7 +86,7 @@ pub async fn render(
     renderer.store.set_epoch_deadline(1);
     renderer
         .bindings
-        .call_handle_event(&mut renderer.store, &neutral_scope(), event)
+        .call_handle_event(&mut renderer.store, event)
         .await
         .map_err(|err| Fault::Trap(format!("{err:#}")))?;
     let mut frames = Vec::new();

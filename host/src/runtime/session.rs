@@ -18,7 +18,7 @@ use std::sync::Arc;
 use wasmtime::{Engine, Store, UpdateDeadline};
 
 use super::bindings::Consumer as Bindings;
-use super::bindings::consumer_host::consumer::types::{Message, Scope};
+use super::bindings::consumer_host::consumer::types::Message;
 use super::host::{ConnState, HostState, MemoryExceeded, Misbehaved};
 use super::{Consumer, EPOCH_TICK, ModuleVersion};
 
@@ -81,7 +81,6 @@ pub enum Call<'a> {
 pub struct Session {
     engine: Engine,
     consumer: Arc<Consumer>,
-    scope: Scope,
     slot: Slot,
     /// The version this connection last ran; it counts among that version's
     /// connections until it moves to another one or closes.
@@ -122,11 +121,10 @@ impl Drop for VersionUse {
 
 impl Session {
     /// A session with no instance yet.
-    pub fn new(engine: Engine, consumer: Arc<Consumer>, scope: Scope, conn: ConnState) -> Self {
+    pub fn new(engine: Engine, consumer: Arc<Consumer>, conn: ConnState) -> Self {
         Self {
             engine,
             consumer,
-            scope,
             slot: Slot::Idle(Box::new(conn)),
             version: None,
         }
@@ -196,22 +194,10 @@ impl Session {
         live.store.set_epoch_deadline(1);
         let store = &mut live.store;
         let result = match call {
-            Call::Connect => live.bindings.call_connect(&mut *store, &self.scope).await,
-            Call::Receive(message) => {
-                live.bindings
-                    .call_receive(&mut *store, &self.scope, message)
-                    .await
-            }
-            Call::Event(event) => {
-                live.bindings
-                    .call_handle_event(&mut *store, &self.scope, event)
-                    .await
-            }
-            Call::Disconnect(code) => {
-                live.bindings
-                    .call_disconnect(&mut *store, &self.scope, code)
-                    .await
-            }
+            Call::Connect => live.bindings.call_connect(&mut *store).await,
+            Call::Receive(message) => live.bindings.call_receive(&mut *store, message).await,
+            Call::Event(event) => live.bindings.call_handle_event(&mut *store, event).await,
+            Call::Disconnect(code) => live.bindings.call_disconnect(&mut *store, code).await,
         };
         match result {
             Ok(()) => Ok(()),

@@ -99,6 +99,8 @@ impl Runtime {
         let mut engine_config = EngineConfig::new();
         engine_config.epoch_interruption(true);
         engine_config.wasm_component_model(true);
+        // One compile thread (see `compile`): deploys must not take every core.
+        engine_config.parallel_compilation(false);
         engine_config.max_wasm_stack(config.max_wasm_stack_bytes);
         engine_config.async_stack_size(config.max_wasm_stack_bytes + 256 * 1024);
         // Memories stay where they are (no moves) up to the reservation; the
@@ -160,15 +162,26 @@ impl Runtime {
 
     /// Compiles and links a component on a blocking thread, so compilation
     /// never stalls the reactor.
+    /// Compilation runs on a thread of its own, one core's worth (no
+    /// parallel compilation) and at a lower scheduling priority, so that on
+    /// a small machine a deploy does not starve the connections it serves.
     pub async fn compile(
         &self,
         bytes: Vec<u8>,
         source: String,
     ) -> Result<ModuleVersion, LoadError> {
         let compiler = self.compiler.clone();
-        tokio::task::spawn_blocking(move || compiler.compile(&bytes, &source))
+        let (done, result) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("compile".into())
+            .spawn(move || {
+                lower_priority();
+                let _ = done.send(compiler.compile(&bytes, &source));
+            })
+            .map_err(|err| LoadError::Invalid(format!("cannot start compiling: {err}")))?;
+        result
             .await
-            .map_err(|err| LoadError::Invalid(format!("compilation panicked: {err}")))?
+            .map_err(|_| LoadError::Invalid("compilation panicked".into()))?
     }
 
     /// Reads and compiles a consumer's module file, and registers the
@@ -221,6 +234,16 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Makes the calling thread yield the CPU to the serving threads (nice 10).
+fn lower_priority() {
+    // SAFETY: plain syscalls on this thread's own id; failure only means the
+    // thread keeps its priority.
+    unsafe {
+        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, 10);
     }
 }
 

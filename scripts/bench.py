@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""The benchmark suite behind BENCHMARKS.md.
+
+Runs each scenario several times (a fresh server and a fresh copy of the
+seeded database every run), and prints the medians as a Markdown table and
+as JSON. Everything targets loopback; every run is bounded in time.
+
+    python3 scripts/bench.py                 # every scenario, 3 runs each
+    python3 scripts/bench.py --runs 5 chat-10x10-saturating hot-swap
+    python3 scripts/bench.py --list
+
+Needs the release binaries and the guests, which it builds first.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST = os.path.join(ROOT, "target/release/consumer-host")
+LOADGEN = os.path.join(ROOT, "target/release/loadgen")
+CHAT = os.path.join(ROOT, "guest-consumers/dist/chat.wasm")
+CHAT_V2 = os.path.join(ROOT, "guest-consumers/dist/chat_v2.wasm")
+SECRET = "benchmark-secret-not-for-production"
+ADMIN_TOKEN = "benchmark-admin-token-0123456789"
+PORT = 18300
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kwargs):
+    log("$", " ".join(cmd))
+    subprocess.run(cmd, check=True, cwd=ROOT, **kwargs)
+
+
+def build():
+    sh(["cargo", "build", "--release", "--locked", "-p", "consumer-host", "-p", "loadgen"])
+    sh(["cargo", "run", "--quiet", "--release", "--locked", "-p", "guest-build"], stdout=subprocess.DEVNULL)
+
+
+def config(workdir, extra=""):
+    path = os.path.join(workdir, "bench.toml")
+    with open(path, "w") as f:
+        f.write(f"""
+listen = "127.0.0.1:{PORT}"
+[database]
+path = "db.sqlite3"
+[auth]
+secret = "{SECRET}"
+[admin]
+token = "{ADMIN_TOKEN}"
+[limits]
+# The load generator sends faster than a person: no per-client rate limit.
+messages_per_second = 0
+[[route]]
+path = "ws/<room_name>/"
+consumer = "chat"
+[consumer.chat]
+module = "{CHAT}"
+read = ["chat_conversation_users"]
+write = ["chat_conversationmessage"]
+watch = false
+{extra}
+""")
+    return path
+
+
+def seed(workdir, name, rooms, users):
+    """Seeds rooms x users into base.sqlite3 and returns the plan's path."""
+    plan = os.path.join(workdir, f"plan-{name}.json")
+    with open(plan, "w") as out:
+        subprocess.run(
+            [HOST, "seed", "--config", config(workdir), "--db", os.path.join(workdir, "base.sqlite3"),
+             "--rooms", str(rooms), "--users-per-room", str(users), "--token-lifetime", "86400"],
+            check=True, stdout=out, stderr=subprocess.DEVNULL, env={**os.environ, "JWT_SECRET": SECRET})
+    return plan
+
+
+def run_once(workdir, plan, loadgen_args, extra_config=""):
+    """A fresh server on a fresh copy of the seeded database, one loadgen run."""
+    for suffix in ("", "-wal", "-shm"):
+        path = os.path.join(workdir, "db.sqlite3" + suffix)
+        if os.path.exists(path):
+            os.remove(path)
+    shutil.copy(os.path.join(workdir, "base.sqlite3"), os.path.join(workdir, "db.sqlite3"))
+    cfg = config(workdir, extra_config)
+    server = subprocess.Popen([HOST, "serve", "--config", cfg], cwd=workdir,
+                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "server.log"), "w"))
+    try:
+        for _ in range(100):
+            if "listening" in open(os.path.join(workdir, "server.log")).read():
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the server did not start: see " + os.path.join(workdir, "server.log"))
+        out = subprocess.run(
+            [LOADGEN, "--url", f"ws://127.0.0.1:{PORT}", "--plan", plan, "--server-pid", str(server.pid),
+             "--db", os.path.join(workdir, "db.sqlite3"), *loadgen_args],
+            check=True, capture_output=True, text=True, cwd=workdir)
+        return json.loads(out.stdout)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(reports, fields):
+    out = {}
+    for name, extract in fields.items():
+        out[name] = median([extract(r) for r in reports])
+    out["runs"] = len(reports)
+    return out
+
+
+def lat(report, pct, window=None):
+    source = report["latency_us"] if window is None else (report.get("windows") or {}).get(window)
+    return None if not source else source.get(pct)
+
+
+def scenario_saturating(workdir, runs):
+    plan = seed(workdir, "10x10", 10, 10)
+    reports = [run_once(workdir, plan, ["--duration", "10", "--rate", "0", "--window", "8"]) for _ in range(runs)]
+    return summarize(reports, {
+        "deliveries_per_sec": lambda r: r["deliveries_per_sec"],
+        "messages_per_sec": lambda r: r["messages_per_sec"],
+        "lost": lambda r: r["lost"],
+        "duplicated": lambda r: r["duplicated"],
+        "unsaved": lambda r: r["messages_sent_total"] - r["saved"],
+        "p99_ms": lambda r: lat(r, "p99") / 1000,
+        "server_cpu_secs": lambda r: r["server"]["cpu_secs"],
+        "loadgen_cpu_secs": lambda r: r["loadgen_cpu_secs"],
+    })
+
+
+def scenario_rate(workdir, runs):
+    # 100 clients x 20 messages/s x 10 members = 20,000 deliveries/s offered.
+    plan = seed(workdir, "10x10", 10, 10)
+    reports = [run_once(workdir, plan, ["--duration", "10", "--rate", "20"]) for _ in range(runs)]
+    return summarize(reports, {
+        "deliveries_per_sec": lambda r: r["deliveries_per_sec"],
+        "lost": lambda r: r["lost"],
+        "p50_ms": lambda r: lat(r, "p50") / 1000,
+        "p99_ms": lambda r: lat(r, "p99") / 1000,
+        "max_ms": lambda r: lat(r, "max") / 1000,
+    })
+
+
+def scenario_big_room(workdir, runs):
+    # 1,000 clients x 0.25 messages/s x 1,000 members = 250,000 deliveries/s offered.
+    plan = seed(workdir, "1x1000", 1, 1000)
+    reports = [run_once(workdir, plan, ["--duration", "10", "--rate", "0.25", "--drain", "10"]) for _ in range(runs)]
+    return summarize(reports, {
+        "deliveries_per_sec": lambda r: r["deliveries_per_sec"],
+        "lost": lambda r: r["lost"],
+        "closed_early": lambda r: r["closed_early"],
+        "p99_ms": lambda r: lat(r, "p99") / 1000,
+        "server_cpu_secs": lambda r: r["server"]["cpu_secs"],
+        "loadgen_cpu_secs": lambda r: r["loadgen_cpu_secs"],
+    })
+
+
+def scenario_idle(workdir, runs):
+    # As many connections as this machine's open-file limit lets both
+    # processes hold (the hard limit cannot be raised here).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    users = min(50_000, (hard - 1_000) // 100 * 100)
+    plan = seed(workdir, "idle", users // 100, 100)
+    reports = [run_once(workdir, plan, ["--idle", "--duration", "15"],
+                        "[consumer.chat.sandbox]\nidle_evict_secs = 5") for _ in range(runs)]
+    return summarize(reports, {
+        "connections": lambda r: r["connections"],
+        "connects_per_sec": lambda r: r["connects_per_sec"],
+        "connect_failures": lambda r: r["connect_failures"],
+        "rss_mib_end": lambda r: r["server"]["rss_kib_end"] / 1024,
+        "kib_per_connection": lambda r: (r["server"]["rss_kib_end"] - r["server"]["rss_kib_start"]) / r["connections"],
+        "rss_mib_peak": lambda r: r["server"]["rss_kib_peak"] / 1024,
+    })
+
+
+def scenario_hot_swap(workdir, runs):
+    plan = seed(workdir, "10x10", 10, 10)
+    reports = [run_once(workdir, plan, [
+        "--duration", "10", "--rate", "20", "--deploy-file", CHAT_V2, "--deploy-at", "5",
+        "--admin-url", f"http://127.0.0.1:{PORT}", "--admin-token", ADMIN_TOKEN]) for _ in range(runs)]
+    return summarize(reports, {
+        "activation_ms": lambda r: r["deploy"]["activation_ms"],
+        "request_ms": lambda r: r["deploy"]["request_ms"],
+        "p99_steady_ms": lambda r: lat(r, "p99", "steady") / 1000,
+        "p99_during_ms": lambda r: lat(r, "p99", "during") / 1000,
+        "p99_after_ms": lambda r: lat(r, "p99", "after") / 1000,
+        "lost": lambda r: r["lost"],
+        "duplicated": lambda r: r["duplicated"],
+        "closed_early": lambda r: r["closed_early"],
+    })
+
+
+def scenario_db_writes(workdir, runs):
+    results = {}
+    for _ in range(runs):
+        out = subprocess.run(["cargo", "bench", "--quiet", "--locked", "-p", "consumer-host", "--bench", "db_writes",
+                              "--", "100", "1000"], check=True, capture_output=True, text=True, cwd=ROOT)
+        for line in out.stdout.splitlines():
+            if line.startswith("{"):
+                row = json.loads(line)
+                results.setdefault(row["writers"], []).append(row["rows_per_sec"])
+    return {f"rows_per_sec_{writers}_writers": median(values) for writers, values in results.items()} | {"runs": runs}
+
+
+def scenario_guest_call(workdir, runs):
+    out = subprocess.run(["cargo", "bench", "--quiet", "--locked", "-p", "consumer-host-tests", "--bench", "guest_call"],
+                         check=True, capture_output=True, text=True, cwd=ROOT)
+    result, name = {}, None
+    for line in out.stdout.splitlines():
+        if line.startswith("guest_call/"):
+            name = line.split("/", 1)[1].strip()
+        elif "time:" in line and name:
+            # time:   [low median high]
+            parts = line.split("[")[1].split("]")[0].split()
+            result[name + " (median, µs)"] = float(parts[2]) / (1000 if parts[3] == "ns" else 1)
+            name = None
+    result["runs"] = "criterion"
+    return result
+
+
+SCENARIOS = {
+    "chat-10x10-saturating": scenario_saturating,
+    "chat-10x10-20k": scenario_rate,
+    "chat-1x1000": scenario_big_room,
+    "idle-connections": scenario_idle,
+    "hot-swap": scenario_hot_swap,
+    "db-writes": scenario_db_writes,
+    "guest-call": scenario_guest_call,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="*", help="scenarios to run (default: all)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario; medians are reported")
+    parser.add_argument("--list", action="store_true", help="list the scenarios")
+    parser.add_argument("--no-build", action="store_true", help="use the binaries as they are")
+    args = parser.parse_args()
+    if args.list:
+        print("\n".join(SCENARIOS))
+        return
+    unknown = [name for name in args.scenarios if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(unknown)}; see --list")
+    if not 1 <= args.runs <= 20:
+        parser.error("--runs must be between 1 and 20")
+    if not args.no_build:
+        build()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    results = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "scenarios": {}}
+    for name in args.scenarios or SCENARIOS:
+        workdir = os.path.join(ROOT, "target", "bench", name)
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.makedirs(workdir)
+        log(f"== {name} ({args.runs} runs)")
+        results["scenarios"][name] = SCENARIOS[name](workdir, args.runs)
+        log(json.dumps(results["scenarios"][name]))
+    print(f"## Results ({results['date']}, commit {commit}; medians)\n")
+    for name, values in results["scenarios"].items():
+        cells = ", ".join(f"{k} {round(v, 2) if isinstance(v, float) else v}" for k, v in values.items())
+        print(f"- **{name}**: {cells}")
+    out = os.path.join(ROOT, "target", "bench", "results.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    log(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()

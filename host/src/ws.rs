@@ -27,7 +27,7 @@ use crate::routing::RouteMatch;
 use crate::runtime::bindings::consumer_host::consumer::types::{Message, Scope, User as WitUser};
 use crate::runtime::host::{ConnState, Handshake};
 use crate::runtime::session::{Call, Session};
-use crate::runtime::{Consumer, Fault};
+use crate::runtime::{Consumer, Fault, render};
 use crate::services::{Services, UserSlot};
 
 /// Close code for a consumer fault (trap, deadline, memory): RFC 6455's
@@ -407,13 +407,11 @@ impl Connection {
                 }
                 Some(event) = mailbox_rx.recv() => {
                     self.services.metrics.events_handled.inc();
-                    // Rendered once by this very version: the frames as they are.
-                    if let Some(rendered) = &event.rendered
-                        && rendered.version == self.consumer.current().id
-                    {
+                    // A pure handler's frames, rendered once for every member.
+                    if let Some(frames) = render::rendered(&self.services, &self.consumer, &event).await {
                         let conn = self.session.conn();
                         conn.services.metrics.rendered_deliveries.inc();
-                        for frame in &rendered.frames {
+                        for frame in frames {
                             if conn.push(frame.clone()).is_err() {
                                 break;
                             }

@@ -83,7 +83,7 @@ mod tests {
         layer.group_add("other", &outsider);
         assert_eq!(layer.members("room"), 2);
 
-        let event: Event = crate::layer::GroupEvent::plain(r#"{"type":"x"}"#);
+        let event: Event = crate::layer::GroupEvent::new(r#"{"type":"x"}"#, "x");
         assert_eq!(layer.group_send("room", &event), 2);
         assert_eq!(
             layer.group_send("room", &event),

@@ -22,18 +22,22 @@ pub use memory::MemoryLayer;
 /// Identifies a connection on this node.
 pub type ConnId = u64;
 
-/// An event as consumers send it, shared by every recipient.
+/// An event as consumers send it, shared by every recipient on this node.
 pub type Event = Arc<GroupEvent>;
 
-/// A group event: the JSON object (with a string `type`) a consumer sent,
-/// and, when the sending consumer's handler for that type is pure, the
-/// frames it renders to, made once for every member.
+/// A group event: the JSON object (with a string `type`) a consumer sent.
+///
+/// When a member's consumer says its handler for the type is pure, the first
+/// such member to take the event renders it (see [`crate::runtime::render`])
+/// and every other member on that same version reuses the frames.
 #[derive(Debug)]
 pub struct GroupEvent {
     /// The event as sent.
     pub json: Box<str>,
-    /// Frames for members running this version of the sender's consumer.
-    pub rendered: Option<Rendered>,
+    /// Its `type`.
+    pub kind: Box<str>,
+    /// Frames rendered once for this node, by the first member to need them.
+    pub rendered: tokio::sync::OnceCell<Option<Rendered>>,
 }
 
 /// Frames rendered once by a pure event handler.
@@ -46,11 +50,12 @@ pub struct Rendered {
 }
 
 impl GroupEvent {
-    /// An event with nothing rendered.
-    pub fn plain(json: impl Into<Box<str>>) -> Event {
+    /// An event of type `kind`.
+    pub fn new(json: impl Into<Box<str>>, kind: impl Into<Box<str>>) -> Event {
         Arc::new(Self {
             json: json.into(),
-            rendered: None,
+            kind: kind.into(),
+            rendered: tokio::sync::OnceCell::new(),
         })
     }
 }

@@ -21,9 +21,8 @@ use super::Consumer;
 use super::bindings::consumer_host::consumer::{
     connection, database, groups, logging, state, types,
 };
-use super::render;
 use crate::db::{self, DbError};
-use crate::layer::{self, ConnId, Event, GroupEvent, Kick, Mailbox, Rendered};
+use crate::layer::{self, ConnId, Event, GroupEvent, Kick, Mailbox};
 use crate::services::Services;
 
 /// The guest did something the host does not allow; this traps it.
@@ -403,27 +402,7 @@ impl groups::Host for HostState {
             Ok(kind) => kind,
             Err(why) => return Ok(Err(groups::GroupError::InvalidEvent(why))),
         };
-        let consumer = &self.conn.consumer;
-        let version = consumer.current();
-        let rendered = if version.is_pure(&kind) {
-            match render::render(services, consumer, &version, &event).await {
-                Ok(frames) => Some(Rendered {
-                    version: version.id,
-                    frames,
-                }),
-                Err(fault) => {
-                    // Every member's own handler runs instead.
-                    tracing::warn!(consumer = consumer.name(), version = version.short(), %fault, "rendering a pure event failed");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let event: Event = Arc::new(GroupEvent {
-            json: event.into_boxed_str(),
-            rendered,
-        });
+        let event: Event = GroupEvent::new(event, kind);
         services.layer.group_send(&group, &event);
         services.metrics.group_sends.inc();
         Ok(Ok(()))

@@ -192,6 +192,7 @@ impl Runtime {
         config: &ConsumerConfig,
     ) -> Result<(), LoadError> {
         let path = config.module.clone();
+        let loaded_stamp = watch::stamp(&path);
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(|source| LoadError::Read {
@@ -213,6 +214,7 @@ impl Runtime {
             current: ArcSwap::from_pointee(version),
             previous: Mutex::new(Vec::new()),
             deploying: tokio::sync::Mutex::new(()),
+            loaded_stamp,
         };
         self.consumers.insert(name.to_string(), Arc::new(consumer));
         Ok(())
@@ -262,6 +264,9 @@ pub struct Consumer {
     previous: Mutex<Vec<Arc<ModuleVersion>>>,
     /// One deploy or rollback of this consumer at a time.
     pub(crate) deploying: tokio::sync::Mutex<()>,
+    /// The module file's state just before it was read at start-up: what
+    /// the watcher compares against.
+    loaded_stamp: Option<watch::Stamp>,
 }
 
 impl Consumer {

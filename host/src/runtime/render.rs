@@ -2,11 +2,12 @@
 //!
 //! When a consumer says (in `describe`) that its handler for an event type
 //! depends on the event alone, the host does not call `handle-event` once per
-//! member: at `group-send` it runs the handler once, on an instance of its own
-//! with an empty scope, keeps the frames it sends, and every member running
-//! that same version gets those frames as they are: one guest call and one
-//! encoding per event instead of one per member. A member on another version
-//! (mid-deploy) or of another consumer runs its own handler as usual.
+//! member: the first member to take the event runs the handler once, on an
+//! instance of its own with an empty scope, and keeps the frames it sends in
+//! the event; every member running that same version gets those frames as
+//! they are: one guest call and one encoding per event and node instead of
+//! one per member. A member on another version (mid-deploy) or of another
+//! consumer runs its own handler as usual.
 //!
 //! Rendering instances are kept per version and reused; one that faults is
 //! dropped, and the event then goes to every member's own handler.
@@ -21,7 +22,7 @@ use super::bindings::Consumer as Bindings;
 use super::host::{ConnState, HostState, empty_scope};
 use super::session::{Fault, new_store};
 use super::{Consumer, ModuleVersion};
-use crate::layer::{ConnId, Kick, Mailbox};
+use crate::layer::{ConnId, GroupEvent, Kick, Mailbox, Rendered};
 use crate::services::Services;
 
 /// An instance that renders events, with the receiving end of its sends.
@@ -70,8 +71,43 @@ async fn new_renderer(
     })
 }
 
+/// The frames of `event` as `version` renders them, made by the first
+/// caller and shared by the others; `None` when this member must run its own
+/// handler (the type is not pure for its version, the event was rendered by
+/// another version, or rendering failed).
+pub async fn rendered<'e>(
+    services: &Arc<Services>,
+    consumer: &Arc<Consumer>,
+    event: &'e GroupEvent,
+) -> Option<&'e [WsMessage]> {
+    let version = consumer.current();
+    if !version.is_pure(&event.kind) {
+        return None;
+    }
+    let rendered = event
+        .rendered
+        .get_or_init(|| async {
+            match render(services, consumer, &version, &event.json).await {
+                Ok(frames) => Some(Rendered {
+                    version: version.id,
+                    frames,
+                }),
+                Err(fault) => {
+                    // Every member's own handler runs instead.
+                    tracing::warn!(consumer = consumer.name(), version = version.short(), %fault, "rendering a pure event failed");
+                    None
+                }
+            }
+        })
+        .await;
+    match rendered {
+        Some(rendered) if rendered.version == version.id => Some(&rendered.frames),
+        _ => None,
+    }
+}
+
 /// Runs `version`'s handler for `event` once and returns what it sent.
-pub async fn render(
+async fn render(
     services: &Arc<Services>,
     consumer: &Arc<Consumer>,
     version: &Arc<ModuleVersion>,

@@ -18,13 +18,14 @@ use crate::services::Services;
 
 /// What identifies one state of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub struct Stamp {
     len: u64,
     modified_ns: i128,
     inode: u64,
 }
 
-fn stamp(path: &Path) -> Option<Stamp> {
+/// The file's state now, or `None` if it cannot be read.
+pub fn stamp(path: &Path) -> Option<Stamp> {
     let metadata = std::fs::metadata(path).ok()?;
     Some(Stamp {
         len: metadata.len(),
@@ -39,16 +40,25 @@ pub fn spawn_watchers(services: &Arc<Services>) {
     let interval = Duration::from_millis(services.config.runtime.watch_interval_ms);
     for consumer in services.runtime.consumers() {
         if consumer.config().watch {
-            services
-                .tasks
-                .spawn(watch(services.clone(), consumer.clone(), interval));
+            // The baseline is the file as it was when it was loaded, so a
+            // change made while the server was starting is not missed.
+            services.tasks.spawn(watch(
+                services.clone(),
+                consumer.clone(),
+                interval,
+                consumer.loaded_stamp,
+            ));
         }
     }
 }
 
-async fn watch(services: Arc<Services>, consumer: Arc<Consumer>, interval: Duration) {
+async fn watch(
+    services: Arc<Services>,
+    consumer: Arc<Consumer>,
+    interval: Duration,
+    mut seen: Option<Stamp>,
+) {
     let path = consumer.config().module.clone();
-    let mut seen = stamp(&path);
     loop {
         tokio::select! {
             () = services.shutdown.cancelled() => return,

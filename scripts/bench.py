@@ -47,11 +47,11 @@ def build():
     sh(["cargo", "run", "--quiet", "--release", "--locked", "-p", "guest-build"], stdout=subprocess.DEVNULL)
 
 
-def config(workdir, extra=""):
-    path = os.path.join(workdir, "bench.toml")
+def config(workdir, extra="", port=PORT, name="bench"):
+    path = os.path.join(workdir, f"{name}.toml")
     with open(path, "w") as f:
         f.write(f"""
-listen = "127.0.0.1:{PORT}"
+listen = "127.0.0.1:{port}"
 [database]
 path = "db.sqlite3"
 [auth]
@@ -85,34 +85,60 @@ def seed(workdir, name, rooms, users):
     return plan
 
 
-def run_once(workdir, plan, loadgen_args, extra_config=""):
-    """A fresh server on a fresh copy of the seeded database, one loadgen run."""
+def start_server(workdir, cfg, name):
+    log_path = os.path.join(workdir, f"{name}.log")
+    server = subprocess.Popen([HOST, "serve", "--config", cfg], cwd=workdir,
+                              stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+    for _ in range(100):
+        if "listening" in open(log_path).read():
+            return server
+        time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("the server did not start: see " + log_path)
+
+
+def stop(process):
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def fresh_database(workdir):
     for suffix in ("", "-wal", "-shm"):
         path = os.path.join(workdir, "db.sqlite3" + suffix)
         if os.path.exists(path):
             os.remove(path)
     shutil.copy(os.path.join(workdir, "base.sqlite3"), os.path.join(workdir, "db.sqlite3"))
-    cfg = config(workdir, extra_config)
-    server = subprocess.Popen([HOST, "serve", "--config", cfg], cwd=workdir,
-                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "server.log"), "w"))
+
+
+def run_once(workdir, plan, loadgen_args, extra_config="", nodes=1):
+    """Fresh servers on a fresh copy of the seeded database, one loadgen run.
+    With nodes > 1, the servers share a Redis started for the run, and each
+    room's members are spread over them."""
+    fresh_database(workdir)
+    servers, redis = [], None
+    if nodes > 1:
+        redis_port = PORT + 100
+        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        extra_config += f'\n[layer]\nkind = "redis"\nurl = "redis://127.0.0.1:{redis_port}/"\n'
     try:
-        for _ in range(100):
-            if "listening" in open(os.path.join(workdir, "server.log")).read():
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("the server did not start: see " + os.path.join(workdir, "server.log"))
+        for n in range(nodes):
+            servers.append(start_server(workdir, config(workdir, extra_config, PORT + n, f"node{n}"), f"node{n}"))
+        urls = [arg for n in range(nodes) for arg in ("--url", f"ws://127.0.0.1:{PORT + n}")]
         out = subprocess.run(
-            [LOADGEN, "--url", f"ws://127.0.0.1:{PORT}", "--plan", plan, "--server-pid", str(server.pid),
+            [LOADGEN, *urls, "--plan", plan, "--server-pid", str(servers[0].pid),
              "--db", os.path.join(workdir, "db.sqlite3"), *loadgen_args],
             check=True, capture_output=True, text=True, cwd=workdir)
         return json.loads(out.stdout)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for server in servers:
+            stop(server)
+        if redis:
+            stop(redis)
 
 
 def median(values):
@@ -210,6 +236,32 @@ def scenario_hot_swap(workdir, runs):
     })
 
 
+def scenario_cross_node_rate(workdir, runs):
+    # As chat-10x10-20k, with each room's members split over two nodes.
+    plan = seed(workdir, "10x10", 10, 10)
+    reports = [run_once(workdir, plan, ["--duration", "10", "--rate", "20"], nodes=2) for _ in range(runs)]
+    return summarize(reports, {
+        "deliveries_per_sec": lambda r: r["deliveries_per_sec"],
+        "lost": lambda r: r["lost"],
+        "duplicated": lambda r: r["duplicated"],
+        "p50_ms": lambda r: lat(r, "p50") / 1000,
+        "p99_ms": lambda r: lat(r, "p99") / 1000,
+    })
+
+
+def scenario_cross_node_saturating(workdir, runs):
+    plan = seed(workdir, "10x10", 10, 10)
+    reports = [run_once(workdir, plan, ["--duration", "10", "--rate", "0", "--window", "8"], nodes=2)
+               for _ in range(runs)]
+    return summarize(reports, {
+        "deliveries_per_sec": lambda r: r["deliveries_per_sec"],
+        "lost": lambda r: r["lost"],
+        "duplicated": lambda r: r["duplicated"],
+        "unsaved": lambda r: r["messages_sent_total"] - r["saved"],
+        "p99_ms": lambda r: lat(r, "p99") / 1000,
+    })
+
+
 def scenario_db_writes(workdir, runs):
     results = {}
     for _ in range(runs):
@@ -244,6 +296,8 @@ SCENARIOS = {
     "chat-1x1000": scenario_big_room,
     "idle-connections": scenario_idle,
     "hot-swap": scenario_hot_swap,
+    "cross-node-20k": scenario_cross_node_rate,
+    "cross-node-saturating": scenario_cross_node_saturating,
     "db-writes": scenario_db_writes,
     "guest-call": scenario_guest_call,
 }

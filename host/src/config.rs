@@ -165,8 +165,12 @@ pub const DEFAULT_USER_QUERY: &str =
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LayerConfig {
-    /// `memory` (one node).
+    /// `memory` (one node) or `redis` (several nodes sharing groups).
     pub kind: LayerKind,
+    /// The Redis URL, for `kind = "redis"`, e.g. `redis://127.0.0.1:6379/`.
+    pub url: Option<String>,
+    /// Prefix of the Redis channel names, so deployments can share a Redis.
+    pub prefix: String,
     /// Group events queued for one connection before it counts as too slow
     /// and is closed (code 4008).
     pub mailbox_capacity: usize,
@@ -178,6 +182,8 @@ impl Default for LayerConfig {
     fn default() -> Self {
         Self {
             kind: LayerKind::Memory,
+            url: None,
+            prefix: "consumer-host".into(),
             mailbox_capacity: 1_024,
             max_event_bytes: 256 * 1024,
         }
@@ -190,6 +196,8 @@ impl Default for LayerConfig {
 pub enum LayerKind {
     /// In this process: one node.
     Memory,
+    /// Redis publish/subscribe: several nodes.
+    Redis,
 }
 
 /// `[limits]`: what one client may do.

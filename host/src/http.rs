@@ -70,7 +70,9 @@ pub async fn handle(
                 return Ok(Response::builder()
                     .status(StatusCode::OK)
                     .header(hyper::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                    .body(Full::new(Bytes::from(services.metrics.render())))
+                    .body(Full::new(Bytes::from(
+                        services.metrics.render() + &services.layer.render_metrics(),
+                    )))
                     .expect("a metrics response is valid"));
             }
             _ => {}
@@ -98,13 +100,15 @@ pub async fn handle(
 
 fn health(services: &Services) -> Response<Full<Bytes>> {
     let metrics = &services.metrics;
+    let (layer, layer_ok) = services.layer.health();
+    // Degraded, not down: with Redis away a node still serves its own members.
     json(
         StatusCode::OK,
         &serde_json::json!({
-            "status": "ok",
+            "status": if layer_ok { "ok" } else { "degraded" },
             "connections": metrics.connections_open.get(),
             "instances_live": metrics.instances_live.get(),
-            "layer": "memory",
+            "layer": layer,
             "database": services.db.path().display().to_string(),
         }),
     )

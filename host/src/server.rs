@@ -47,7 +47,9 @@ impl Server {
             .context("opening the database panicked")??;
 
         let auth = Authenticator::new(&config.auth).map_err(anyhow::Error::msg)?;
-        let layer = Layer::new(&config.layer, metrics.clone());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let layer =
+            Layer::new(&config.layer, metrics.clone(), &shutdown).map_err(anyhow::Error::msg)?;
         let max_memory = config
             .consumers
             .values()
@@ -79,7 +81,7 @@ impl Server {
             .map(TcpListener::local_addr)
             .transpose()?;
         let services = Arc::new(Services::new(
-            config, routes, db, layer, auth, runtime, metrics,
+            config, routes, db, layer, auth, runtime, metrics, shutdown,
         ));
         // Every consumer's module must also instantiate before any client comes.
         for consumer in services.runtime.consumers() {

@@ -74,6 +74,7 @@ impl Services {
         auth: Arc<Authenticator>,
         runtime: Runtime,
         metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
     ) -> Self {
         let slots = config.limits.max_connections;
         Self {
@@ -84,7 +85,7 @@ impl Services {
             auth,
             runtime,
             metrics,
-            shutdown: CancellationToken::new(),
+            shutdown,
             tasks: TaskTracker::new(),
             connection_slots: Arc::new(Semaphore::new(slots)),
             user_connections: Arc::new(Mutex::new(HashMap::new())),

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod nodes;
 pub mod raw;
 
 /// Where the build script put the guest components.
@@ -410,11 +411,18 @@ impl Traffic {
     /// Connects every member of `plan` to `server_url` (`ws://host:port`)
     /// and starts sending.
     pub async fn start(server_url: &str, plan: &Plan, interval: Duration) -> Self {
+        Self::start_spread(&[server_url.to_string()], plan, interval).await
+    }
+
+    /// Like [`Traffic::start`], with the members of each room connected to
+    /// the nodes in turn (member `n` of a room to node `n % nodes`).
+    pub async fn start_spread(nodes: &[String], plan: &Plan, interval: Duration) -> Self {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         // Everyone joins before anyone speaks, so every member hears every message.
         let mut joined = Vec::new();
         for room in &plan.rooms {
             for (index, user) in room.users.iter().enumerate() {
+                let server_url = &nodes[index % nodes.len()];
                 let url = format!("{server_url}/ws/{}/?token={}", room.id, user.token);
                 let ws = connect(&url).await.ws;
                 let to = room.users[(index + 1) % room.users.len()].id.clone();

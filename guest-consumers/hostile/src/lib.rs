@@ -102,6 +102,7 @@ impl Guest for Hostile {
                 outcome(state::set_state(&vec![7u8; size]))
             }
             "group" => outcome(groups::group_add(argument)),
+            "leave" => outcome(groups::group_discard(argument)),
             "close" => {
                 let code: u16 = argument.parse().unwrap_or(1000);
                 connection::close(code, "closing on command");

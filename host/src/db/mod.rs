@@ -16,7 +16,7 @@ mod schema;
 pub mod seed;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -349,8 +349,9 @@ fn open_connection(
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(Duration::from_millis(config.busy_timeout_ms))?;
+    let mut conn = Connection::open_with_flags(path, flags)?;
+    BUSY_TIMEOUT_MS.store(config.busy_timeout_ms, Ordering::Relaxed);
+    conn.busy_handler(Some(wait_while_busy))?;
     if !read_only {
         // WAL: readers never block the writer nor the writer readers.
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
@@ -378,6 +379,34 @@ fn open_connection(
     }
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
+}
+
+/// How long a statement waits for a lock another process holds
+/// (`[database] busy_timeout_ms`; one value per process).
+static BUSY_TIMEOUT_MS: AtomicU64 = AtomicU64::new(5_000);
+
+/// SQLite's own busy timeout sleeps in steps of up to 100 ms, which is what
+/// a write waits when another process (another node on the same file) holds
+/// the lock for a moment: group commits hold it for about a millisecond. This
+/// waits in steps of 100 µs, then 1 ms, up to the configured timeout.
+fn wait_while_busy(attempt: i32) -> bool {
+    let attempt = attempt.max(0) as u64;
+    let (step, waited) = if attempt < 100 {
+        (
+            Duration::from_micros(100),
+            Duration::from_micros(100 * attempt),
+        )
+    } else {
+        (
+            Duration::from_millis(1),
+            Duration::from_millis(10 + (attempt - 100)),
+        )
+    };
+    if waited.as_millis() as u64 >= BUSY_TIMEOUT_MS.load(Ordering::Relaxed) {
+        return false;
+    }
+    std::thread::sleep(step);
+    true
 }
 
 /// How often the checkpointer copies the WAL into the database.

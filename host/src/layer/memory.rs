@@ -23,24 +23,34 @@ impl MemoryLayer {
         }
     }
 
-    /// See [`super::Layer::group_add`].
-    pub fn group_add(&self, group: &str, mailbox: &Mailbox) {
+    /// See [`super::Layer::group_add`]. Returns whether the group was
+    /// empty before (its first member on this node).
+    pub fn group_add(&self, group: &str, mailbox: &Mailbox) -> bool {
         let mut groups = self.groups.write().expect("layer lock poisoned");
-        groups
-            .entry(group.to_string())
-            .or_default()
-            .insert(mailbox.id(), mailbox.clone());
+        let members = groups.entry(group.to_string()).or_default();
+        let first = members.is_empty();
+        members.insert(mailbox.id(), mailbox.clone());
+        first
     }
 
-    /// See [`super::Layer::group_discard`].
-    pub fn group_discard(&self, group: &str, id: ConnId) {
+    /// See [`super::Layer::group_discard`]. Returns whether that emptied the
+    /// group (its last member on this node left).
+    pub fn group_discard(&self, group: &str, id: ConnId) -> bool {
         let mut groups = self.groups.write().expect("layer lock poisoned");
-        if let Some(members) = groups.get_mut(group) {
-            members.remove(&id);
-            if members.is_empty() {
-                groups.remove(group);
-            }
+        if let Some(members) = groups.get_mut(group)
+            && members.remove(&id).is_some()
+            && members.is_empty()
+        {
+            groups.remove(group);
+            return true;
         }
+        false
+    }
+
+    /// Every group with members on this node.
+    pub fn groups(&self) -> Vec<String> {
+        let groups = self.groups.read().expect("layer lock poisoned");
+        groups.keys().cloned().collect()
     }
 
     /// See [`super::Layer::group_send`].
@@ -77,10 +87,10 @@ mod tests {
         let slow_kick = Kick::child_of(&root);
         let (slow, _slow_rx) = Mailbox::new(2, 1, slow_kick.clone());
         let (outsider, mut outsider_rx) = Mailbox::new(3, 4, Kick::child_of(&root));
-        layer.group_add("room", &a);
-        layer.group_add("room", &a);
-        layer.group_add("room", &slow);
-        layer.group_add("other", &outsider);
+        assert!(layer.group_add("room", &a));
+        assert!(!layer.group_add("room", &a));
+        assert!(!layer.group_add("room", &slow));
+        assert!(layer.group_add("other", &outsider));
         assert_eq!(layer.members("room"), 2);
 
         let event: Event = crate::layer::GroupEvent::new(r#"{"type":"x"}"#, "x");
@@ -96,9 +106,9 @@ mod tests {
         assert_eq!(&*a_rx.try_recv().unwrap().json, r#"{"type":"x"}"#);
         assert!(outsider_rx.try_recv().is_err());
 
-        layer.group_discard("room", 1);
-        layer.group_discard("room", 2);
-        layer.group_discard("room", 2);
+        assert!(!layer.group_discard("room", 1));
+        assert!(layer.group_discard("room", 2));
+        assert!(!layer.group_discard("room", 2));
         assert_eq!(layer.members("room"), 0);
         assert_eq!(layer.group_send("room", &event), 0);
     }

@@ -8,6 +8,7 @@
 //! it. Nothing is dropped silently and no queue grows without bound.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{LayerConfig, LayerKind};
 use crate::metrics::Metrics;
 pub use memory::MemoryLayer;
+pub use redis::{RedisLayer, RedisState};
 
 /// Identifies a connection on this node.
 pub type ConnId = u64;
@@ -167,36 +169,62 @@ pub fn validate_group_name(name: &str) -> Result<(), InvalidGroupName> {
 
 /// The configured layer.
 pub enum Layer {
-    /// In this process.
+    /// In this process: one node.
     Memory(MemoryLayer),
+    /// Redis publish/subscribe: several nodes.
+    Redis(RedisLayer),
 }
 
 impl Layer {
-    /// Builds the configured layer.
-    pub fn new(config: &LayerConfig, metrics: Arc<Metrics>) -> Self {
-        match config.kind {
+    /// Builds the configured layer; the Redis layer's tasks run until `shutdown`.
+    pub fn new(
+        config: &LayerConfig,
+        metrics: Arc<Metrics>,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, String> {
+        Ok(match config.kind {
             LayerKind::Memory => Layer::Memory(MemoryLayer::new(metrics)),
-        }
+            LayerKind::Redis => {
+                let url = config.url.as_deref().ok_or(
+                    "[layer] kind = \"redis\" needs url, e.g. \"redis://127.0.0.1:6379/\"",
+                )?;
+                Layer::Redis(RedisLayer::start(
+                    url,
+                    &config.prefix,
+                    metrics,
+                    shutdown.clone(),
+                )?)
+            }
+        })
     }
 
-    /// Adds a connection to a group (idempotent).
-    pub fn group_add(&self, group: &str, mailbox: &Mailbox) {
+    /// Adds a connection to a group (idempotent). With Redis, the first
+    /// member on this node waits for the node's subscription.
+    pub async fn group_add(&self, group: &str, mailbox: &Mailbox) {
         match self {
-            Layer::Memory(layer) => layer.group_add(group, mailbox),
+            Layer::Memory(layer) => {
+                layer.group_add(group, mailbox);
+            }
+            Layer::Redis(layer) => layer.group_add(group, mailbox).await,
         }
     }
 
     /// Removes a connection from a group (idempotent).
     pub fn group_discard(&self, group: &str, id: ConnId) {
         match self {
-            Layer::Memory(layer) => layer.group_discard(group, id),
+            Layer::Memory(layer) => {
+                layer.group_discard(group, id);
+            }
+            Layer::Redis(layer) => layer.group_discard(group, id),
         }
     }
 
-    /// Hands an event to every member; returns how many mailboxes took it.
+    /// Hands an event to every member; returns how many mailboxes on this
+    /// node took it.
     pub fn group_send(&self, group: &str, event: &Event) -> usize {
         match self {
             Layer::Memory(layer) => layer.group_send(group, event),
+            Layer::Redis(layer) => layer.group_send(group, event),
         }
     }
 
@@ -204,6 +232,50 @@ impl Layer {
     pub fn local_members(&self, group: &str) -> usize {
         match self {
             Layer::Memory(layer) => layer.members(group),
+            Layer::Redis(layer) => layer.members(group),
+        }
+    }
+
+    /// The layer's own lines for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let Layer::Redis(layer) = self else {
+            return String::new();
+        };
+        let state = layer.state();
+        let mut out = String::new();
+        for (name, help, value) in [
+            (
+                "layer_published_total",
+                "Events published to other nodes.",
+                state.published.load(Ordering::Relaxed),
+            ),
+            (
+                "layer_received_total",
+                "Events received from other nodes.",
+                state.received.load(Ordering::Relaxed),
+            ),
+            (
+                "layer_publish_failures_total",
+                "Events that could not be published to other nodes.",
+                state.publish_failures.load(Ordering::Relaxed),
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP consumer_host_{name} {help}\n# TYPE consumer_host_{name} counter\nconsumer_host_{name} {value}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP consumer_host_layer_connected Whether the Redis layer is connected.\n# TYPE consumer_host_layer_connected gauge\nconsumer_host_layer_connected {}\n",
+            u8::from(layer.connected())
+        ));
+        out
+    }
+
+    /// The layer's state for `/healthz`, and whether it is fully working.
+    pub fn health(&self) -> (serde_json::Value, bool) {
+        match self {
+            Layer::Memory(_) => (serde_json::json!({ "kind": "memory" }), true),
+            Layer::Redis(layer) => (layer.health(), layer.connected()),
         }
     }
 }

@@ -364,7 +364,7 @@ impl groups::Host for HostState {
         }
         let conn = &mut self.conn;
         if !conn.groups.contains(&group) {
-            conn.services.layer.group_add(&group, &conn.mailbox);
+            conn.services.layer.group_add(&group, &conn.mailbox).await;
             conn.groups.push(group);
         }
         Ok(Ok(()))

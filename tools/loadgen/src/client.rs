@@ -99,9 +99,9 @@ pub struct Shared {
     /// Time origin of every timestamp in a body.
     pub epoch: Instant,
     /// The server.
-    pub server: SocketAddr,
+    /// Each node's address and base URL; a room's members go to them in turn.
+    pub servers: Vec<(SocketAddr, String)>,
     /// `ws://host:port`, the prefix of every connection URL.
-    pub base_url: String,
     /// Local addresses to bind, spread round-robin.
     pub sources: Vec<IpAddr>,
     /// Bounds the handshakes in progress.
@@ -247,10 +247,8 @@ async fn connect(spec: &ClientSpec, shared: &Shared) -> Result<Ws, String> {
         .await
         .map_err(|_| "cancelled".to_string())?;
     let source = shared.sources[spec.index as usize % shared.sources.len()];
-    let url = format!(
-        "{}/ws/{}/?token={}",
-        shared.base_url, spec.room.id, spec.token
-    );
+    let (server, base_url) = &shared.servers[spec.local as usize % shared.servers.len()];
+    let url = format!("{base_url}/ws/{}/?token={}", spec.room.id, spec.token);
     let attempt = async {
         let socket = match source {
             IpAddr::V4(_) => TcpSocket::new_v4(),
@@ -268,7 +266,7 @@ async fn connect(spec: &ClientSpec, shared: &Shared) -> Result<Ws, String> {
             .bind(SocketAddr::new(source, 0))
             .map_err(|err| io_reason("bind", &err))?;
         let stream = socket
-            .connect(shared.server)
+            .connect(*server)
             .await
             .map_err(|err| io_reason("connect", &err))?;
         // Messages are small and latency is what is measured: no Nagle.

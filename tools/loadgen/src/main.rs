@@ -83,8 +83,10 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 )]
 struct Args {
     /// Base URL of the server; only loopback hosts (127.0.0.0/8, ::1, localhost).
+    /// Give it several times to spread each room over several nodes: member
+    /// `n` of a room connects to the `n % count`-th URL.
     #[arg(long, default_value = "ws://127.0.0.1:8000")]
-    url: String,
+    url: Vec<String>,
     /// Seed plan printed by `consumer-host seed`, or `-` for stdin.
     #[arg(long)]
     plan: String,
@@ -147,6 +149,8 @@ struct DeployPlan {
 /// The arguments, checked.
 struct Settings {
     target: Target,
+    /// Every node (the first is `target`).
+    targets: Vec<Target>,
     mode: Mode,
     duration: Duration,
     warmup: Duration,
@@ -168,7 +172,12 @@ fn secs(name: &str, value: f64, max: f64, allow_zero: bool) -> Result<Duration> 
 impl Settings {
     /// Checks the arguments and reads the module to deploy, before any connection.
     fn from_args(args: &Args) -> Result<Self> {
-        let target = target::parse(&args.url, "ws").context("--url")?;
+        let targets = args
+            .url
+            .iter()
+            .map(|url| target::parse(url, "ws").context("--url"))
+            .collect::<Result<Vec<_>>>()?;
+        let target = targets[0].clone();
         let duration = secs("duration", args.duration, MAX_DURATION_SECS, false)?;
         let warmup = secs("warmup", args.warmup, MAX_WARMUP_SECS, true)?;
         let drain = secs("drain", args.drain, MAX_DRAIN_SECS, true)?;
@@ -236,6 +245,7 @@ impl Settings {
         };
         Ok(Self {
             target,
+            targets,
             mode,
             duration,
             warmup,
@@ -376,8 +386,11 @@ async fn run(args: Args) -> Result<Report> {
 
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
-        server: settings.target.addr,
-        base_url: format!("ws://{}", settings.target.authority),
+        servers: settings
+            .targets
+            .iter()
+            .map(|target| (target.addr, format!("ws://{}", target.authority)))
+            .collect(),
         sources,
         connect_permits: Semaphore::new(args.connect_concurrency as usize),
         mode: settings.mode,
@@ -396,7 +409,12 @@ async fn run(args: Args) -> Result<Report> {
     // Connect everyone before anyone sends, so a message's fan-out is known.
     eprintln!(
         "loadgen: opening {total} connections to {} from {} source address(es)",
-        settings.target.authority,
+        settings
+            .targets
+            .iter()
+            .map(|target| target.authority.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         shared.sources.len()
     );
     let (control, control_rx) = watch::channel(Control::Connecting);

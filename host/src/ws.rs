@@ -467,14 +467,18 @@ impl Connection {
         }
     }
 
-    fn fault(&mut self, fault: Fault) -> Ending {
+    fn report(&self, fault: &Fault) {
         report_fault(
             &self.services,
             &self.consumer,
             &self.session,
             self.id,
-            &fault,
+            fault,
         );
+    }
+
+    fn fault(&mut self, fault: Fault) -> Ending {
+        self.report(&fault);
         let mut ending = Ending::ours(CLOSE_INTERNAL_ERROR, "consumer error");
         ending.faulted = true;
         ending
@@ -485,13 +489,7 @@ impl Connection {
         if !ending.faulted
             && let Err(fault) = self.session.call(Call::Disconnect(ending.code)).await
         {
-            report_fault(
-                &self.services,
-                &self.consumer,
-                &self.session,
-                self.id,
-                &fault,
-            );
+            self.report(&fault);
         }
         // Whatever `disconnect` joined, the connection is in no group now.
         self.session.conn().leave_all_groups();

@@ -141,6 +141,27 @@ max_instances = 200
     path
 }
 
+/// Spawns a `serve` command and returns it with the address it printed
+/// (`consumer-host listening on <addr>`); its stderr keeps being drained.
+pub fn spawn_serving(command: &mut Command) -> (Child, String) {
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && let Some(addr) = line.strip_prefix("consumer-host listening on ") {
+                let _ = tx.send(addr.to_string());
+                sent = true;
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("serve prints its address");
+    (child, addr)
+}
+
 /// A consumer-host process.
 pub struct Node {
     /// Where it listens.
@@ -152,29 +173,15 @@ impl Node {
     /// Runs `<cli> serve --config <config>` (the test's
     /// `env!("CARGO_BIN_EXE_host-cli")`) and waits until it listens.
     pub fn start(cli: &str, config: &Path) -> Self {
-        let mut child = Command::new(cli)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env_remove("JWT_SECRET")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(addr) = line.strip_prefix("consumer-host listening on ") {
-                    let _ = tx.send(addr.to_string());
-                    sent = true;
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the node prints its address")
-            .parse()
-            .unwrap();
-        Self { addr, child }
+        let (child, addr) = spawn_serving(
+            Command::new(cli)
+                .args(["serve", "--config", config.to_str().unwrap()])
+                .env_remove("JWT_SECRET"),
+        );
+        Self {
+            addr: addr.parse().unwrap(),
+            child,
+        }
     }
 
     /// `ws://host:port`

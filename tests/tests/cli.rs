@@ -1,11 +1,10 @@
 //! The command line as scripts use it: `seed`, `token`, `migrate`, `serve`,
 //! run as real processes.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
+use consumer_host_tests::nodes::spawn_serving;
 use consumer_host_tests::{TestServer, chat_message, connect, guest};
 use serde_json::Value as Json;
 
@@ -170,26 +169,6 @@ max_instances = 100
     path
 }
 
-/// Starts `serve`, returns the child and the address it printed.
-fn serve(command: &mut Command) -> (Child, String) {
-    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(addr) = line.strip_prefix("consumer-host listening on ") {
-                let _ = tx.send(addr.to_string());
-                sent = true;
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("serve prints its address");
-    (child, addr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_sockets_with_1001_and_keeps_every_saved_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -209,7 +188,7 @@ async fn sigterm_closes_sockets_with_1001_and_keeps_every_saved_message() {
             .env("JWT_SECRET", SECRET),
     ))
     .unwrap();
-    let (mut child, addr) = serve(
+    let (mut child, addr) = spawn_serving(
         host_cli()
             .args([
                 "serve",

@@ -81,6 +81,18 @@ async fn wait_for_version(server: &TestServer, sha256: &str) {
     }
 }
 
+/// The hash of the chat consumer's current version.
+fn current_sha(server: &TestServer) -> String {
+    let consumer = server
+        .node()
+        .services()
+        .runtime
+        .consumer("chat")
+        .unwrap()
+        .clone();
+    consumer.current().sha256.clone()
+}
+
 fn sha256_of(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
@@ -231,15 +243,7 @@ async fn a_half_written_file_is_never_loaded() {
 async fn broken_modules_are_refused_and_traffic_goes_on() {
     let (server, module) = swappable_server().await;
     let plan = server.seed(2, 3);
-    let original_sha = server
-        .node()
-        .services()
-        .runtime
-        .consumer("chat")
-        .unwrap()
-        .current()
-        .sha256
-        .clone();
+    let original_sha = current_sha(&server);
     let traffic = Traffic::start(&server.ws_base(), &plan, TRAFFIC_INTERVAL).await;
 
     let garbage = b"\0asm this is not a component".to_vec();
@@ -303,15 +307,7 @@ async fn broken_modules_are_refused_and_traffic_goes_on() {
 async fn rollback_returns_to_the_previous_version_under_traffic() {
     let (server, _module) = swappable_server().await;
     let plan = server.seed(2, 3);
-    let original_sha = server
-        .node()
-        .services()
-        .runtime
-        .consumer("chat")
-        .unwrap()
-        .current()
-        .sha256
-        .clone();
+    let original_sha = current_sha(&server);
     let (status, _) = admin(&server, "POST", "/admin/consumers/chat/rollback", b"").await;
     assert_eq!(status, 409, "nothing to roll back to yet");
 

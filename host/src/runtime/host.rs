@@ -359,8 +359,8 @@ impl groups::Host for HostState {
         &mut self,
         group: String,
     ) -> wasmtime::Result<Result<(), groups::GroupError>> {
-        if let Err(err) = layer::validate_group_name(&group) {
-            return Ok(Err(groups::GroupError::InvalidName(err.to_string())));
+        if let Err(err) = check_group(&group) {
+            return Ok(Err(err));
         }
         let conn = &mut self.conn;
         if !conn.groups.contains(&group) {
@@ -374,8 +374,8 @@ impl groups::Host for HostState {
         &mut self,
         group: String,
     ) -> wasmtime::Result<Result<(), groups::GroupError>> {
-        if let Err(err) = layer::validate_group_name(&group) {
-            return Ok(Err(groups::GroupError::InvalidName(err.to_string())));
+        if let Err(err) = check_group(&group) {
+            return Ok(Err(err));
         }
         let conn = &mut self.conn;
         if let Some(at) = conn.groups.iter().position(|joined| *joined == group) {
@@ -390,8 +390,8 @@ impl groups::Host for HostState {
         group: String,
         event: String,
     ) -> wasmtime::Result<Result<(), groups::GroupError>> {
-        if let Err(err) = layer::validate_group_name(&group) {
-            return Ok(Err(groups::GroupError::InvalidName(err.to_string())));
+        if let Err(err) = check_group(&group) {
+            return Ok(Err(err));
         }
         let services = &self.conn.services;
         let limit = services.config.layer.max_event_bytes;
@@ -407,6 +407,12 @@ impl groups::Host for HostState {
         services.metrics.group_sends.inc();
         Ok(Ok(()))
     }
+}
+
+/// A group name Channels would accept.
+fn check_group(group: &str) -> Result<(), groups::GroupError> {
+    layer::validate_group_name(group)
+        .map_err(|err| groups::GroupError::InvalidName(err.to_string()))
 }
 
 /// An event is a JSON object with a string `type`; returns the type.

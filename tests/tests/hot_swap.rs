@@ -35,9 +35,19 @@ fn bearer() -> String {
 }
 
 async fn admin(server: &TestServer, method: &str, path: &str, body: &[u8]) -> (u16, Json) {
+    admin_at(server.node().local_addr(), method, path, body).await
+}
+
+/// An admin request with the right token to an address.
+async fn admin_at(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, Json) {
     let auth = bearer();
     let (status, body) = http_request(
-        server.node().local_addr(),
+        addr,
         method,
         path,
         &[("Authorization", auth.as_str())],
@@ -362,16 +372,12 @@ async fn the_admin_api_needs_its_token() {
 
     // No token configured: there is no admin API.
     let plain = TestServer::start().await;
-    let auth = bearer();
-    let (status, _) = http_request(
-        plain.node().local_addr(),
-        "GET",
-        "/admin/consumers",
-        &[("Authorization", auth.as_str())],
-        b"",
-    )
-    .await;
-    assert_eq!(status, 404);
+    assert_eq!(
+        admin_at(plain.node().local_addr(), "GET", "/admin/consumers", b"")
+            .await
+            .0,
+        404
+    );
 
     // On an address of its own, it is not on the public one.
     let separate = TestServer::start_with(|config| {
@@ -379,23 +385,13 @@ async fn the_admin_api_needs_its_token() {
         config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
-    let (status, _) = http_request(
-        separate.node().local_addr(),
-        "GET",
-        "/admin/consumers",
-        &[("Authorization", auth.as_str())],
-        b"",
-    )
-    .await;
-    assert_eq!(status, 404);
+    assert_eq!(
+        admin_at(separate.node().local_addr(), "GET", "/admin/consumers", b"")
+            .await
+            .0,
+        404
+    );
     let admin_addr = separate.node().admin_addr().unwrap();
-    let (status, body) = http_request(
-        admin_addr,
-        "GET",
-        "/admin/consumers",
-        &[("Authorization", auth.as_str())],
-        b"",
-    )
-    .await;
+    let (status, body) = admin_at(admin_addr, "GET", "/admin/consumers", b"").await;
     assert_eq!(status, 200, "{body}");
 }

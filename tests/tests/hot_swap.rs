@@ -72,6 +72,18 @@ fn host_cli(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Writes `bytes` to a file and runs `deploy chat <file>` against the server.
+async fn deploy_with_cli(server: &TestServer, name: &str, bytes: &[u8]) -> std::process::Output {
+    let file = server.dir.path().join(name);
+    std::fs::write(&file, bytes).unwrap();
+    let url = format!("http://{}", server.node().local_addr());
+    tokio::task::spawn_blocking(move || {
+        host_cli(&["deploy", "chat", file.to_str().unwrap(), "--server", &url])
+    })
+    .await
+    .unwrap()
+}
+
 /// Waits until the consumer's current version has `sha256`.
 async fn wait_for_version(server: &TestServer, sha256: &str) {
     let consumer = server
@@ -161,14 +173,7 @@ async fn swap_under_traffic(way: Way) {
             assert_eq!(body["version"]["sha256"], new_sha.as_str());
         }
         Way::Cli => {
-            let file = server.dir.path().join("v2.wasm");
-            std::fs::write(&file, &new).unwrap();
-            let url = format!("http://{}", server.node().local_addr());
-            let out = tokio::task::spawn_blocking(move || {
-                host_cli(&["deploy", "chat", file.to_str().unwrap(), "--server", &url])
-            })
-            .await
-            .unwrap();
+            let out = deploy_with_cli(&server, "v2.wasm", &new).await;
             assert!(
                 out.status.success(),
                 "{}",
@@ -278,14 +283,7 @@ async fn broken_modules_are_refused_and_traffic_goes_on() {
         assert!(message.contains(says), "{what}: {message}");
     }
     // The command line says why, and fails.
-    let file = server.dir.path().join("garbage.wasm");
-    std::fs::write(&file, &garbage).unwrap();
-    let url = format!("http://{}", server.node().local_addr());
-    let out = tokio::task::spawn_blocking(move || {
-        host_cli(&["deploy", "chat", file.to_str().unwrap(), "--server", &url])
-    })
-    .await
-    .unwrap();
+    let out = deploy_with_cli(&server, "garbage.wasm", &garbage).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -126,7 +126,7 @@ impl RedisLayer {
     }
 
     fn channel(&self, group: &str) -> String {
-        format!("{}:group:{group}", self.prefix)
+        channel_name(&self.prefix, group)
     }
 
     /// Adds a member; the first member of a group on this node subscribes
@@ -322,6 +322,16 @@ async fn publisher(
     }
 }
 
+/// The Redis channel of a group: `<prefix>:group:<group>`.
+fn channel_name(prefix: &str, group: &str) -> String {
+    format!("{prefix}:group:{group}")
+}
+
+/// The group of a channel named by [`channel_name`].
+fn group_of<'c>(prefix: &str, channel: &'c str) -> Option<&'c str> {
+    channel.strip_prefix(prefix)?.strip_prefix(":group:")
+}
+
 /// What the subscribing task needs.
 struct Subscriber {
     local: Arc<MemoryLayer>,
@@ -332,16 +342,12 @@ struct Subscriber {
 
 impl Subscriber {
     fn channel(&self, group: &str) -> String {
-        format!("{}:group:{group}", self.prefix)
+        channel_name(&self.prefix, group)
     }
 
     /// Hands an event from another node to this node's members.
     fn deliver(&self, message: &redis::Msg) {
-        let Some(group) = message
-            .get_channel_name()
-            .strip_prefix(&*self.prefix)
-            .and_then(|rest| rest.strip_prefix(":group:"))
-        else {
+        let Some(group) = group_of(&self.prefix, message.get_channel_name()) else {
             return;
         };
         let payload = message.get_payload_bytes();
@@ -459,5 +465,25 @@ async fn subscriber(
         if !back_off(&mut delay, &shutdown).await {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_round_trip() {
+        let channel = channel_name("chat-prod", "chat_22de0f4f-c84e-47be-889c-d61b856492bd");
+        assert_eq!(
+            channel,
+            "chat-prod:group:chat_22de0f4f-c84e-47be-889c-d61b856492bd"
+        );
+        assert_eq!(
+            group_of("chat-prod", &channel),
+            Some("chat_22de0f4f-c84e-47be-889c-d61b856492bd")
+        );
+        assert_eq!(group_of("other", &channel), None);
+        assert_eq!(group_of("chat-prod", "chat-prod:other:x"), None);
     }
 }

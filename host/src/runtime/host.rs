@@ -107,11 +107,10 @@ impl ConnState {
         }
     }
 
-    /// A connection that is not one: for instantiating a module once to check
-    /// it. Nothing it sends goes anywhere and it is in no group.
-    pub fn probe(consumer: Arc<Consumer>, services: Arc<Services>) -> Self {
+    /// A connection with no client (id 0, empty scope, in no group), for an
+    /// instance the host runs for itself: what it sends goes to `outbound`.
+    pub fn detached(consumer: Arc<Consumer>, services: Arc<Services>, outbound: Outbound) -> Self {
         let kick = Kick::child_of(&services.shutdown);
-        let (outbound, _) = mpsc::channel(1);
         let (mailbox, _) = Mailbox::new(0, 1, kick.clone());
         Self::new(
             0,
@@ -123,6 +122,13 @@ impl ConnState {
             mailbox,
             kick,
         )
+    }
+
+    /// A detached connection whose sends go nowhere: for instantiating a
+    /// module once to check it.
+    pub fn probe(consumer: Arc<Consumer>, services: Arc<Services>) -> Self {
+        let (outbound, _) = mpsc::channel(1);
+        Self::detached(consumer, services, outbound)
     }
 
     /// Resets the per-event budgets.

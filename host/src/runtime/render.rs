@@ -19,10 +19,10 @@ use tokio::sync::mpsc;
 use wasmtime::Store;
 
 use super::bindings::Consumer as Bindings;
-use super::host::{ConnState, HostState, empty_scope};
+use super::host::{ConnState, HostState};
 use super::session::{Fault, new_store};
 use super::{Consumer, ModuleVersion};
-use crate::layer::{ConnId, GroupEvent, Kick, Mailbox, Rendered};
+use crate::layer::{GroupEvent, Rendered};
 use crate::services::Services;
 
 /// An instance that renders events, with the receiving end of its sends.
@@ -35,9 +35,6 @@ pub struct Renderer {
 /// Rendering instances kept per version between events.
 const MAX_IDLE_RENDERERS: usize = 8;
 
-/// The connection id of rendering instances in logs.
-const RENDERER: ConnId = 0;
-
 async fn new_renderer(
     services: &Arc<Services>,
     consumer: &Arc<Consumer>,
@@ -45,18 +42,7 @@ async fn new_renderer(
 ) -> Result<Renderer, Fault> {
     let sends = consumer.config().sandbox.max_sends_per_event as usize + 1;
     let (outbound, frames) = mpsc::channel(sends);
-    let kick = Kick::child_of(&services.shutdown);
-    let (mailbox, _) = Mailbox::new(RENDERER, 1, kick.clone());
-    let conn = ConnState::new(
-        RENDERER,
-        consumer.clone(),
-        services.clone(),
-        empty_scope(),
-        Vec::new(),
-        outbound,
-        mailbox,
-        kick,
-    );
+    let conn = ConnState::detached(consumer.clone(), services.clone(), outbound);
     let mut store = new_store(services.runtime.engine(), consumer, conn);
     let bindings = version
         .pre

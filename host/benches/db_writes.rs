@@ -44,11 +44,7 @@ async fn measure(writers: usize) {
     let metrics = Arc::new(Metrics::default());
     let db = Database::open(&config, metrics.clone()).unwrap();
     let (users, conversations) = fixtures(&config);
-    let grant = Arc::new(Grant::new(
-        "chat",
-        &[],
-        &["chat_conversationmessage".into()],
-    ));
+    let grant = Arc::new(Grant::new(&[], &["chat_conversationmessage".into()]));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for writer in 0..writers {

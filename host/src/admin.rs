@@ -6,6 +6,7 @@
 //!
 //! | request | answer |
 //! | --- | --- |
+//! | `GET /admin/status` | 200: the node's state: connections, instances, the layer, the database, message and delivery counts |
 //! | `GET /admin/consumers` | 200: each consumer's current version, the versions kept for rollback, and connections per version |
 //! | `PUT /admin/consumers/<name>` with the component as the body | 200 with the new version; 422 with the reason when the module is refused (the current version keeps serving); 413 when too large |
 //! | `POST /admin/consumers/<name>/rollback` | 200 with the version now current; 409 when none is kept |
@@ -14,24 +15,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
 use serde_json::json;
 
+use crate::node::Node;
+use crate::response::{self, HttpResponse, json_error as error};
 use crate::runtime::deploy::{self, DeployError};
-use crate::services::Services;
 
-fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(value.to_string())))
-        .expect("a JSON response is valid")
-}
-
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    json_response(status, json!({ "error": message }))
+fn json_response(status: StatusCode, value: serde_json::Value) -> HttpResponse {
+    response::json(status, &value)
 }
 
 /// Compares without an early exit, so the time taken says nothing of how
@@ -40,8 +34,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(services: &Services, request: &Request<Incoming>) -> bool {
-    let Some(expected) = services.config.admin.token.as_deref() else {
+fn authorized(node: &Node, request: &Request<Incoming>) -> bool {
+    let Some(expected) = node.config.admin.token.as_deref() else {
         return false;
     };
     request
@@ -54,14 +48,14 @@ fn authorized(services: &Services, request: &Request<Incoming>) -> bool {
 
 /// Answers a request under `/admin/`.
 pub async fn handle(
-    services: Arc<Services>,
+    node: Arc<Node>,
     request: Request<Incoming>,
     peer: SocketAddr,
-) -> Response<Full<Bytes>> {
-    if services.config.admin.token.is_none() {
-        return crate::http::plain(StatusCode::NOT_FOUND, "not found\n");
+) -> HttpResponse {
+    if node.config.admin.token.is_none() {
+        return response::plain(StatusCode::NOT_FOUND, "not found\n");
     }
-    if !authorized(&services, &request) {
+    if !authorized(&node, &request) {
         tracing::warn!(%peer, path = request.uri().path(), "admin request without a valid token");
         let mut response = error(
             StatusCode::UNAUTHORIZED,
@@ -76,18 +70,20 @@ pub async fn handle(
     let path = request.uri().path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').skip(1).collect();
     match (request.method().clone(), parts.as_slice()) {
-        (Method::GET, ["admin", "consumers"]) => list(&services),
+        (Method::GET, ["admin", "status"]) => status(&node),
+        (Method::GET, ["admin", "consumers"]) => list(&node),
         (Method::PUT, ["admin", "consumers", name]) => {
             let name = name.to_string();
-            put(&services, &name, request, peer).await
+            put(&node, &name, request, peer).await
         }
         (Method::POST, ["admin", "consumers", name, "rollback"]) => {
             let name = name.to_string();
-            rollback(&services, &name, peer).await
+            rollback(&node, &name, peer).await
         }
         (
             _,
-            ["admin", "consumers"]
+            ["admin", "status"]
+            | ["admin", "consumers"]
             | ["admin", "consumers", _]
             | ["admin", "consumers", _, "rollback"],
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
@@ -95,8 +91,47 @@ pub async fn handle(
     }
 }
 
-fn list(services: &Services) -> Response<Full<Bytes>> {
-    let consumers: Vec<serde_json::Value> = services
+fn status(node: &Node) -> HttpResponse {
+    let caps = node.caps();
+    let metrics = &caps.metrics;
+    let (layer, layer_ok) = caps.layer.health();
+    let consumers: Vec<serde_json::Value> = node
+        .runtime
+        .consumers()
+        .map(|consumer| {
+            json!({
+                "name": consumer.name(),
+                "current": consumer.current().describe(),
+                "previous": consumer.previous().iter().map(|version| version.describe()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({
+            "status": if layer_ok { "ok" } else { "degraded" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "connections": metrics.connections_open.get(),
+            "instances_live": metrics.instances_live.get(),
+            "counters": {
+                "connections_accepted": metrics.connections_accepted.get(),
+                "messages_received": metrics.messages_received.get(),
+                "messages_sent": metrics.messages_sent.get(),
+                "events_handled": metrics.events_handled.get(),
+                "handshakes_refused": metrics.handshakes_refused.get(),
+                "handshakes_over_capacity": metrics.handshakes_over_capacity.get(),
+                "guest_traps": metrics.guest_traps.get(),
+                "db_writes": metrics.db_writes.get(),
+            },
+            "layer": layer,
+            "database": caps.db.describe(),
+            "consumers": consumers,
+        }),
+    )
+}
+
+fn list(node: &Node) -> HttpResponse {
+    let consumers: Vec<serde_json::Value> = node
         .runtime
         .consumers()
         .map(|consumer| {
@@ -110,23 +145,23 @@ fn list(services: &Services) -> Response<Full<Bytes>> {
         .collect();
     json_response(
         StatusCode::OK,
-        json!({ "consumers": consumers, "keep_versions": services.config.runtime.keep_versions }),
+        json!({ "consumers": consumers, "keep_versions": node.config.runtime.keep_versions }),
     )
 }
 
 async fn put(
-    services: &Arc<Services>,
+    node: &Arc<Node>,
     name: &str,
     request: Request<Incoming>,
     peer: SocketAddr,
-) -> Response<Full<Bytes>> {
-    let Some(consumer) = services.runtime.consumer(name).cloned() else {
+) -> HttpResponse {
+    let Some(consumer) = node.runtime.consumer(name).cloned() else {
         return error(
             StatusCode::NOT_FOUND,
             &format!("no consumer named {name:?}"),
         );
     };
-    let limit = services.config.admin.max_module_bytes;
+    let limit = node.config.admin.max_module_bytes;
     let bytes = match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes().to_vec(),
         Err(err)
@@ -153,7 +188,7 @@ async fn put(
         );
     }
     tracing::info!(consumer = name, %peer, size = bytes.len(), "deploy requested through the admin API");
-    match deploy::deploy(services, &consumer, bytes, format!("admin:{peer}")).await {
+    match deploy::deploy(&node.runtime, &consumer, bytes, format!("admin:{peer}")).await {
         Ok(deployed) => json_response(
             StatusCode::OK,
             json!({
@@ -168,14 +203,14 @@ async fn put(
     }
 }
 
-async fn rollback(services: &Arc<Services>, name: &str, peer: SocketAddr) -> Response<Full<Bytes>> {
-    let Some(consumer) = services.runtime.consumer(name).cloned() else {
+async fn rollback(node: &Arc<Node>, name: &str, peer: SocketAddr) -> HttpResponse {
+    let Some(consumer) = node.runtime.consumer(name).cloned() else {
         return error(
             StatusCode::NOT_FOUND,
             &format!("no consumer named {name:?}"),
         );
     };
-    match deploy::roll_back(services, &consumer, &format!("admin:{peer}")).await {
+    match deploy::roll_back(&node.runtime, &consumer, &format!("admin:{peer}")).await {
         Ok((from, to)) => json_response(
             StatusCode::OK,
             json!({ "consumer": name, "from": from.sha256, "version": to.describe() }),
@@ -184,9 +219,8 @@ async fn rollback(services: &Arc<Services>, name: &str, peer: SocketAddr) -> Res
     }
 }
 
-fn deploy_error(err: &DeployError) -> Response<Full<Bytes>> {
+fn deploy_error(err: &DeployError) -> HttpResponse {
     let status = match err {
-        DeployError::UnknownConsumer(_) => StatusCode::NOT_FOUND,
         DeployError::Invalid(_) | DeployError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
         DeployError::NothingToRollBack(_) => StatusCode::CONFLICT,
     };

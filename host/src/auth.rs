@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value as Json};
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, HmacAlgorithm};
 use crate::db::{Database, DbError, Value};
 
 /// The user a connection belongs to.
@@ -28,6 +28,34 @@ pub struct User {
     pub name: Option<String>,
     /// E-mail address.
     pub email: String,
+}
+
+/// A token that checked out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// The user-id claim, normalised (see [`Authenticator::verify`]).
+    pub user_id: Value,
+    /// When it stops being a login (seconds since the epoch, leeway included).
+    pub expires: u64,
+}
+
+/// A login: the token checked out and the user exists and is active.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// The user.
+    pub user: User,
+    /// The user-id claim, as the user query takes it.
+    pub user_id: Value,
+    /// When the token stops being a login (seconds since the epoch).
+    pub expires: u64,
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
 }
 
 /// Why a token is not a login. Logged and counted, never shown to a client.
@@ -63,6 +91,20 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Every label [`AuthError::label`] gives, and `missing` for no token.
+    pub const LABELS: &[&str] = &[
+        "missing",
+        "malformed",
+        "algorithm",
+        "signature",
+        "expired",
+        "not_yet_valid",
+        "claim",
+        "token_type",
+        "unknown_user",
+        "lookup",
+    ];
+
     /// A short label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -79,16 +121,11 @@ impl AuthError {
     }
 }
 
-/// Parses an algorithm name from the config; only HMAC algorithms are
-/// supported (simplejwt's HS256 default, HS384, HS512).
-pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
-    match name {
-        "HS256" => Ok(Algorithm::HS256),
-        "HS384" => Ok(Algorithm::HS384),
-        "HS512" => Ok(Algorithm::HS512),
-        other => Err(format!(
-            "[auth] algorithms: {other:?} is not supported; use HS256, HS384 or HS512"
-        )),
+fn algorithm(algorithm: HmacAlgorithm) -> Algorithm {
+    match algorithm {
+        HmacAlgorithm::HS256 => Algorithm::HS256,
+        HmacAlgorithm::HS384 => Algorithm::HS384,
+        HmacAlgorithm::HS512 => Algorithm::HS512,
     }
 }
 
@@ -103,17 +140,14 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Builds the keys. The config must have passed `Config::validate`.
-    pub fn new(config: &AuthConfig) -> Result<Arc<Self>, String> {
-        let secret = config
-            .secret
-            .as_deref()
-            .filter(|secret| !secret.is_empty())
-            .ok_or("no JWT secret configured")?;
-        let algorithms = config
-            .algorithms
-            .iter()
-            .map(|name| parse_algorithm(name))
-            .collect::<Result<Vec<_>, _>>()?;
+    pub fn new(config: &AuthConfig) -> Result<Arc<Self>, crate::config::ConfigError> {
+        let secret = config.secret()?;
+        let algorithms: Vec<Algorithm> = config.algorithms.iter().copied().map(algorithm).collect();
+        if algorithms.is_empty() {
+            return Err(crate::config::ConfigError::Invalid(
+                "[auth] algorithms is empty".into(),
+            ));
+        }
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms.clone();
         // The library checks the signature and the algorithm; the clock
@@ -134,11 +168,12 @@ impl Authenticator {
     /// Checks a token now and returns the user-id claim, normalised: a UUID in
     /// any spelling becomes 32 lowercase hex digits, a number stays a number.
     pub fn verify(&self, token: &str) -> Result<Value, AuthError> {
-        self.verify_at(token, unix_now())
+        self.verify_at(token, unix_now()).map(|verified| verified.user_id)
     }
 
-    /// [`Self::verify`] as of `now` (seconds since the epoch).
-    pub fn verify_at(&self, token: &str, now: u64) -> Result<Value, AuthError> {
+    /// Checks a token as of `now` (seconds since the epoch): the user-id
+    /// claim, and when the token stops being a login.
+    pub fn verify_at(&self, token: &str, now: u64) -> Result<Verified, AuthError> {
         // The header is checked first so an unlisted algorithm (or `none`) is
         // refused before any signature work.
         let header = jsonwebtoken::decode_header(token).map_err(|err| classify(&err))?;
@@ -151,11 +186,11 @@ impl Authenticator {
         let claims = data.claims;
         // simplejwt: expired when exp <= now - leeway; PyJWT: immature when nbf > now + leeway.
         let leeway = self.config.leeway_secs;
-        match claims.get("exp").and_then(Json::as_u64) {
-            Some(exp) if exp > now.saturating_sub(leeway) => {}
+        let expires = match claims.get("exp").and_then(Json::as_u64) {
+            Some(exp) if exp > now.saturating_sub(leeway) => exp.saturating_add(leeway),
             Some(_) => return Err(AuthError::Expired),
             None => return Err(AuthError::Claim("exp".into())),
-        }
+        };
         if let Some(nbf) = claims.get("nbf") {
             match nbf.as_u64() {
                 Some(nbf) if nbf > now + leeway => return Err(AuthError::NotYetValid),
@@ -167,18 +202,31 @@ impl Authenticator {
             Some(Json::String(kind)) if *kind == self.config.access_token_type => {}
             _ => return Err(AuthError::WrongType),
         }
-        match claims.get(&self.config.user_id_claim) {
-            Some(Json::String(id)) if !id.is_empty() => Ok(Value::Text(
-                crate::db::normalise_uuid(id).unwrap_or_else(|| id.clone()),
-            )),
-            Some(Json::Number(n)) if n.is_i64() => Ok(Value::Integer(n.as_i64().expect("checked"))),
-            _ => Err(AuthError::Claim(self.config.user_id_claim.clone())),
-        }
+        let user_id = match claims.get(&self.config.user_id_claim) {
+            Some(Json::String(id)) if !id.is_empty() => {
+                Value::Text(crate::db::normalise_uuid(id).unwrap_or_else(|| id.clone()))
+            }
+            Some(Json::Number(n)) if n.is_i64() => Value::Integer(n.as_i64().expect("checked")),
+            _ => return Err(AuthError::Claim(self.config.user_id_claim.clone())),
+        };
+        Ok(Verified { user_id, expires })
     }
 
     /// Verifies a token and looks its user up.
-    pub async fn authenticate(&self, db: &Database, token: &str) -> Result<User, AuthError> {
-        let user_id = self.verify(token)?;
+    pub async fn authenticate(&self, db: &Database, token: &str) -> Result<Login, AuthError> {
+        let verified = self.verify_at(token, unix_now())?;
+        let user = self.look_up(db, verified.user_id.clone()).await?;
+        Ok(Login {
+            user,
+            user_id: verified.user_id,
+            expires: verified.expires,
+        })
+    }
+
+    /// Looks an active user up by the id a token named (again, for a
+    /// long-lived connection: the user may since have been removed or
+    /// made inactive).
+    pub async fn look_up(&self, db: &Database, user_id: Value) -> Result<User, AuthError> {
         let query = self.config.user_query.clone();
         db.read(move |conn| lookup_user(conn, &query, &user_id))
             .await
@@ -211,13 +259,6 @@ impl Authenticator {
         jsonwebtoken::encode(&Header::new(self.mint_algorithm), &claims, &self.encoding)
             .expect("HMAC signing cannot fail")
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs()
 }
 
 fn classify(err: &jsonwebtoken::errors::Error) -> AuthError {
@@ -436,7 +477,13 @@ mod tests {
         let minted = 1_795_627_348;
         let alice = Value::Text("9f5ba441036f4f399ea6258e3206e909".into());
         // Within its hour the access token is genuine: signature and claims check out.
-        assert_eq!(auth.verify_at(access, minted + 60), Ok(alice));
+        assert_eq!(
+            auth.verify_at(access, minted + 60),
+            Ok(Verified {
+                user_id: alice,
+                expires: 1_795_630_948
+            })
+        );
         // At its `exp` and after, it is expired, as simplejwt says.
         assert_eq!(
             auth.verify_at(access, 1_795_630_948),
@@ -459,6 +506,19 @@ mod tests {
             auth.verify_at(refresh, minted + 60),
             Err(AuthError::WrongType)
         );
+        for error in [
+            AuthError::Malformed,
+            AuthError::Algorithm,
+            AuthError::Signature,
+            AuthError::Expired,
+            AuthError::NotYetValid,
+            AuthError::Claim("x".into()),
+            AuthError::WrongType,
+            AuthError::UnknownUser,
+            AuthError::Lookup(DbError::Timeout),
+        ] {
+            assert!(AuthError::LABELS.contains(&error.label()), "{error:?}");
+        }
     }
 
     #[test]

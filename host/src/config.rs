@@ -2,8 +2,12 @@
 //!
 //! Precedence everywhere is command-line flag > environment variable > config
 //! file > built-in default. The library never reads the environment itself:
-//! `main` folds flags and variables into a [`Config`] with the `override_*`
-//! methods, so tests build a `Config` in code and start a server in-process.
+//! [`crate::cli`] folds flags and variables into a [`Config`] with the
+//! `override_*` methods, so tests build a `Config` in code and start a server
+//! in-process.
+//!
+//! A leaf: plain data and the checks that need nothing but the data. Routes
+//! are compiled by [`crate::routing`], keys made by [`crate::auth`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,8 +15,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-
-use crate::routing::{Route, RouteError};
 
 /// Everything a server needs to start.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +72,14 @@ pub struct DatabaseConfig {
     pub busy_timeout_ms: u64,
     /// A guest's query running longer than this is interrupted.
     pub query_timeout_ms: u64,
+    /// Rows one guest query may return; past it the query fails with a
+    /// `db-error` that says so (checked while the rows are collected).
+    pub max_query_rows: usize,
+    /// Bytes (of text and blobs, plus 8 per value) one guest query may return.
+    pub max_query_bytes: usize,
+    /// Longest string or blob a guest's statement may make or read
+    /// (SQLite's `SQLITE_LIMIT_LENGTH` on the consumers' connections).
+    pub max_value_bytes: usize,
 }
 
 impl Default for DatabaseConfig {
@@ -82,6 +92,9 @@ impl Default for DatabaseConfig {
             commit_delay_us: 0,
             busy_timeout_ms: 5_000,
             query_timeout_ms: 1_000,
+            max_query_rows: 10_000,
+            max_query_bytes: 4 * 1024 * 1024,
+            max_value_bytes: 1024 * 1024,
         }
     }
 }
@@ -103,8 +116,9 @@ pub struct AuthConfig {
     /// The HMAC signing key (simplejwt's `SIGNING_KEY`, Django's `SECRET_KEY` by
     /// default). `JWT_SECRET` in the environment overrides it.
     pub secret: Option<String>,
-    /// Accepted signature algorithms (HS256, HS384, HS512).
-    pub algorithms: Vec<String>,
+    /// Accepted signature algorithms; the first also signs the tokens that
+    /// `seed` and `token` mint.
+    pub algorithms: Vec<HmacAlgorithm>,
     /// The claim that names the user.
     pub user_id_claim: String,
     /// The claim that says what kind of token it is, and the value a login needs.
@@ -127,6 +141,60 @@ pub struct AuthConfig {
     pub subprotocol: Option<String>,
     /// Lifetime of tokens minted by `consumer-host token` and `seed`.
     pub access_token_lifetime_secs: u64,
+    /// How often (seconds) an open connection's login is checked again: the
+    /// user query runs again (a removed or inactive user is closed with
+    /// 4401) and a 0.2 consumer hears a `host.recheck` event to re-check its
+    /// own rules (the chat: membership). A token's expiry closes its
+    /// connection at once, whatever this says. 0: never re-check.
+    pub recheck_secs: u64,
+}
+
+impl AuthConfig {
+    /// The signing secret, or why there is none to use.
+    pub fn secret(&self) -> Result<&str, ConfigError> {
+        match self.secret.as_deref() {
+            Some(secret) if !secret.is_empty() => Ok(secret),
+            _ => Err(ConfigError::Invalid(
+                "no JWT secret: set JWT_SECRET in the environment or `secret` under [auth] \
+                 (the Django app's SIMPLE_JWT SIGNING_KEY, by default its SECRET_KEY)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// The HMAC algorithms simplejwt signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum HmacAlgorithm {
+    /// HMAC-SHA256, simplejwt's default.
+    HS256,
+    /// HMAC-SHA384.
+    HS384,
+    /// HMAC-SHA512.
+    HS512,
+}
+
+impl std::fmt::Debug for LayerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerConfig")
+            .field("kind", &self.kind)
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("prefix", &self.prefix)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL with its password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(at)) if at > scheme.len() + 3 => {
+            let credentials = &rest[..at - scheme.len() - 3];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***{}", &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -144,7 +212,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             secret: None,
-            algorithms: vec!["HS256".into()],
+            algorithms: vec![HmacAlgorithm::HS256],
             user_id_claim: "user_id".into(),
             token_type_claim: "token_type".into(),
             access_token_type: "access".into(),
@@ -153,6 +221,7 @@ impl Default for AuthConfig {
             query_param: "token".into(),
             subprotocol: None,
             access_token_lifetime_secs: 3_600,
+            recheck_secs: 60,
         }
     }
 }
@@ -162,7 +231,7 @@ pub const DEFAULT_USER_QUERY: &str =
     "SELECT id, name, email FROM useraccount_user WHERE id = ?1 AND is_active";
 
 /// `[layer]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LayerConfig {
     /// `memory` (one node) or `redis` (several nodes sharing groups).
@@ -176,6 +245,18 @@ pub struct LayerConfig {
     pub mailbox_capacity: usize,
     /// Largest event a consumer may send to a group, in bytes.
     pub max_event_bytes: usize,
+    /// The key that authenticates the events nodes publish to each other
+    /// (HMAC-SHA256), at least 32 bytes; every node of a deployment has the
+    /// same one. Required with Redis: an event without a valid tag is
+    /// dropped and counted. `CONSUMER_HOST_LAYER_KEY` overrides it.
+    pub key: Option<String>,
+    /// Bytes of events waiting for Redis (while it is away) before new ones
+    /// are counted as not relayed.
+    pub publish_queue_bytes: usize,
+    /// A PEM file of the certificate authorities that sign the Redis
+    /// server's certificate, for `rediss://` with a private CA (the system's
+    /// roots otherwise).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for LayerConfig {
@@ -186,6 +267,9 @@ impl Default for LayerConfig {
             prefix: "consumer-host".into(),
             mailbox_capacity: 1_024,
             max_event_bytes: 256 * 1024,
+            key: None,
+            publish_queue_bytes: 64 * 1024 * 1024,
+            ca_file: None,
         }
     }
 }
@@ -234,6 +318,14 @@ pub struct Limits {
     pub allowed_origins: Vec<String>,
     /// Seconds to wait for connections to close on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Longest request target (path and query) in bytes; longer is refused
+    /// with HTTP 414 before any routing.
+    pub max_uri_bytes: usize,
+    /// Messages one user may send per second over all their connections
+    /// together; past it every one of them is read more slowly. 0: no limit.
+    pub user_messages_per_second: f64,
+    /// Messages one user may send in a burst above that average.
+    pub user_message_burst: u32,
 }
 
 impl Default for Limits {
@@ -250,6 +342,9 @@ impl Default for Limits {
             idle_timeout_ms: 60_000,
             allowed_origins: Vec::new(),
             shutdown_grace_secs: 10,
+            max_uri_bytes: 8 * 1024,
+            user_messages_per_second: 200.0,
+            user_message_burst: 400,
         }
     }
 }
@@ -342,6 +437,11 @@ pub struct ConsumerConfig {
     /// Deploy the module file again whenever it changes.
     #[serde(default = "default_true")]
     pub watch: bool,
+    /// The namespace of the groups this consumer joins and sends to; by
+    /// default its own name, so no other consumer can join, read or forge
+    /// its groups. Consumers given the same namespace share groups.
+    #[serde(default)]
+    pub group_namespace: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -349,6 +449,11 @@ fn default_true() -> bool {
 }
 
 impl ConsumerConfig {
+    /// The group namespace of the consumer called `name`.
+    pub fn namespace<'a>(&'a self, name: &'a str) -> &'a str {
+        self.group_namespace.as_deref().unwrap_or(name)
+    }
+
     /// A consumer of `module` with no tables granted and default limits.
     pub fn new(module: impl Into<PathBuf>) -> Self {
         Self {
@@ -357,6 +462,7 @@ impl ConsumerConfig {
             write: Vec::new(),
             sandbox: SandboxLimits::default(),
             watch: true,
+            group_namespace: None,
         }
     }
 }
@@ -402,6 +508,17 @@ pub struct SandboxLimits {
     pub memory_bytes: usize,
     /// CPU time one event may take, in milliseconds.
     pub event_deadline_ms: u64,
+    /// Wall-clock time one event may take, host calls (database, groups)
+    /// included, in milliseconds.
+    pub event_wall_ms: u64,
+    /// `group-send` calls one event may make.
+    pub max_group_sends_per_event: u32,
+    /// `group-add` and `group-discard` calls one event may make.
+    pub max_group_changes_per_event: u32,
+    /// `db-insert` and `db-query` calls one event may make.
+    pub max_db_calls_per_event: u32,
+    /// Log lines one event may write; the rest are counted, not written.
+    pub max_log_lines_per_event: u32,
     /// Frames one event may send.
     pub max_sends_per_event: u32,
     /// Bytes one event may send.
@@ -418,6 +535,11 @@ impl Default for SandboxLimits {
         Self {
             memory_bytes: 16 * 1024 * 1024,
             event_deadline_ms: 100,
+            event_wall_ms: 10_000,
+            max_group_sends_per_event: 16,
+            max_group_changes_per_event: 32,
+            max_db_calls_per_event: 32,
+            max_log_lines_per_event: 64,
             max_sends_per_event: 64,
             max_send_bytes_per_event: 1024 * 1024,
             max_state_bytes: 64 * 1024,
@@ -449,17 +571,28 @@ pub enum ConfigError {
         /// Why.
         source: Box<toml::de::Error>,
     },
-    /// A route pattern is malformed.
-    #[error("route {path:?}: {source}")]
-    Route {
-        /// The pattern.
-        path: String,
-        /// Why.
-        source: RouteError,
-    },
     /// Something else is inconsistent; the text says what and how to fix it.
     #[error("{0}")]
     Invalid(String),
+}
+
+fn invalid(text: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid(text.into()))
+}
+
+/// The placeholder secret of the sample config: fine on loopback for a
+/// first try, refused anywhere else.
+pub const SAMPLE_SECRET: &str = "dev-only-insecure-secret-change-me";
+
+/// Shortest secret (JWT, layer key) accepted beyond loopback.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A group namespace: what the layer prefixes a consumer's group names with.
+fn is_namespace(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 impl Config {
@@ -500,48 +633,87 @@ impl Config {
         }
     }
 
-    /// Checks what can be checked without touching files: routes parse and
-    /// name configured consumers, limits are positive, a secret is set.
-    pub fn validate(&self) -> Result<Vec<Route>, ConfigError> {
-        let invalid = |text: String| Err(ConfigError::Invalid(text));
-        match self.auth.secret.as_deref() {
-            None | Some("") => {
-                return invalid(
-                    "no JWT secret: set JWT_SECRET in the environment or `secret` under [auth] \
-                     (the Django app's SIMPLE_JWT SIGNING_KEY, by default its SECRET_KEY)"
-                        .into(),
-                );
-            }
-            Some(_) => {}
+    /// Checks what can be checked without touching files or compiling
+    /// anything: a usable secret, positive limits, routes that name
+    /// configured consumers, a consistent admin API, sane sandboxes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_auth()?;
+        self.check_limits()?;
+        self.check_routes()?;
+        self.check_admin()?;
+        self.check_layer()?;
+        self.check_consumers()
+    }
+
+    /// Why the JWT secret is unfit for anything but a demo on this machine,
+    /// if it is: the sample config's placeholder, or shorter than 32 bytes
+    /// (anyone who guesses it can mint a token for any user).
+    pub fn weak_secret(&self) -> Option<&'static str> {
+        let secret = self.auth.secret.as_deref()?;
+        if secret == SAMPLE_SECRET {
+            Some("it is the sample config's placeholder")
+        } else if secret.len() < MIN_SECRET_BYTES {
+            Some("it is shorter than 32 bytes")
+        } else {
+            None
+        }
+    }
+
+    /// Whether every address the node listens on is a loopback address
+    /// (only this machine can connect).
+    pub fn loopback_only(&self) -> bool {
+        self.listen.ip().is_loopback()
+            && self
+                .admin
+                .listen
+                .is_none_or(|address| address.ip().is_loopback())
+    }
+
+    fn check_auth(&self) -> Result<(), ConfigError> {
+        self.auth.secret()?;
+        if let Some(why) = self.weak_secret()
+            && !self.loopback_only()
+        {
+            return invalid(format!(
+                "the JWT secret is unsafe ({why}) and the server listens on {}, beyond this \
+                 machine: set a random secret of 32 bytes or more (JWT_SECRET or [auth] secret; \
+                 the Django app's SIGNING_KEY), or listen on 127.0.0.1 only",
+                self.listen
+            ));
         }
         if self.auth.algorithms.is_empty() {
-            return invalid(
-                "[auth] algorithms is empty: list at least one, e.g. [\"HS256\"]".into(),
-            );
+            return invalid("[auth] algorithms is empty: list at least one, e.g. [\"HS256\"]");
         }
-        for algorithm in &self.auth.algorithms {
-            crate::auth::parse_algorithm(algorithm).map_err(ConfigError::Invalid)?;
-        }
+        Ok(())
+    }
+
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
         for (name, value) in [
-            ("[limits] max_connections", self.limits.max_connections),
+            ("[limits] max_connections", limits.max_connections),
             (
                 "[limits] max_connections_per_user",
-                self.limits.max_connections_per_user,
+                limits.max_connections_per_user,
             ),
             (
                 "[limits] handshake_timeout_ms",
-                self.limits.handshake_timeout_ms as usize,
+                limits.handshake_timeout_ms as usize,
             ),
-            (
-                "[limits] idle_timeout_ms",
-                self.limits.idle_timeout_ms as usize,
-            ),
-            ("[limits] max_message_bytes", self.limits.max_message_bytes),
-            ("[limits] send_queue", self.limits.send_queue),
+            ("[limits] idle_timeout_ms", limits.idle_timeout_ms as usize),
+            ("[limits] max_message_bytes", limits.max_message_bytes),
+            ("[limits] max_uri_bytes", limits.max_uri_bytes),
+            ("[limits] send_queue", limits.send_queue),
             ("[layer] mailbox_capacity", self.layer.mailbox_capacity),
             ("[layer] max_event_bytes", self.layer.max_event_bytes),
+            (
+                "[layer] publish_queue_bytes",
+                self.layer.publish_queue_bytes,
+            ),
             ("[database] readers", self.database.readers),
             ("[database] max_batch", self.database.max_batch),
+            ("[database] max_query_rows", self.database.max_query_rows),
+            ("[database] max_query_bytes", self.database.max_query_bytes),
+            ("[database] max_value_bytes", self.database.max_value_bytes),
             ("[runtime] max_instances", self.runtime.max_instances),
             (
                 "[runtime] watch_interval_ms",
@@ -552,7 +724,13 @@ impl Config {
                 return invalid(format!("{name} must be at least 1"));
             }
         }
-        let mut routes = Vec::with_capacity(self.routes.len());
+        if self.database.max_value_bytes > i32::MAX as usize {
+            return invalid("[database] max_value_bytes must be below 2 GiB");
+        }
+        Ok(())
+    }
+
+    fn check_routes(&self) -> Result<(), ConfigError> {
         for route in &self.routes {
             if !self.consumers.contains_key(&route.consumer) {
                 return invalid(format!(
@@ -560,39 +738,82 @@ impl Config {
                     route.path, route.consumer, route.consumer
                 ));
             }
-            routes.push(
-                Route::parse(&route.path, &route.consumer).map_err(|source| {
-                    ConfigError::Route {
-                        path: route.path.clone(),
-                        source,
-                    }
-                })?,
-            );
         }
+        Ok(())
+    }
+
+    fn check_admin(&self) -> Result<(), ConfigError> {
         if self
             .admin
             .token
             .as_deref()
             .is_some_and(|token| token.len() < 16)
         {
-            return invalid("[admin] token must be at least 16 characters".into());
+            return invalid("[admin] token must be at least 16 characters");
         }
         if self.admin.listen.is_some() && self.admin.token.is_none() {
-            return invalid("[admin] listen is set but no token: set [admin] token or CONSUMER_HOST_ADMIN_TOKEN".into());
+            return invalid(
+                "[admin] listen is set but no token: set [admin] token or CONSUMER_HOST_ADMIN_TOKEN",
+            );
         }
+        Ok(())
+    }
+
+    fn check_layer(&self) -> Result<(), ConfigError> {
+        if self.layer.kind != LayerKind::Redis {
+            return Ok(());
+        }
+        if self.layer.url.is_none() {
+            return invalid("[layer] kind = \"redis\" needs url, e.g. \"redis://127.0.0.1:6379/\"");
+        }
+        match self.layer.key.as_deref() {
+            Some(key) if key.len() >= MIN_SECRET_BYTES => Ok(()),
+            Some(_) => invalid(
+                "[layer] key must be at least 32 bytes: every node signs the events it \
+                 publishes with it (CONSUMER_HOST_LAYER_KEY overrides it)",
+            ),
+            None => invalid(
+                "[layer] kind = \"redis\" needs key: a random secret of 32 bytes or more, the \
+                 same on every node, that authenticates the events nodes publish \
+                 (or CONSUMER_HOST_LAYER_KEY)",
+            ),
+        }
+    }
+
+    fn check_consumers(&self) -> Result<(), ConfigError> {
         for (name, consumer) in &self.consumers {
-            if consumer.sandbox.memory_bytes < 64 * 1024 {
+            let sandbox = &consumer.sandbox;
+            if sandbox.memory_bytes < 64 * 1024 {
                 return invalid(format!(
                     "[consumer.{name}.sandbox] memory_bytes must be at least 65536 (one wasm page)"
                 ));
             }
-            if consumer.sandbox.event_deadline_ms == 0 {
+            for (key, value) in [
+                ("event_deadline_ms", sandbox.event_deadline_ms),
+                ("event_wall_ms", sandbox.event_wall_ms),
+            ] {
+                if value == 0 {
+                    return invalid(format!(
+                        "[consumer.{name}.sandbox] {key} must be at least 1"
+                    ));
+                }
+            }
+            if let Some(namespace) = &consumer.group_namespace
+                && !is_namespace(namespace)
+            {
                 return invalid(format!(
-                    "[consumer.{name}.sandbox] event_deadline_ms must be at least 1"
+                    "[consumer.{name}] group_namespace {namespace:?}: use 1 to 64 ASCII letters, \
+                     digits, '-' or '_'"
+                ));
+            }
+            if consumer.group_namespace.is_none() && !is_namespace(name) {
+                return invalid(format!(
+                    "consumer name {name:?}: use 1 to 64 ASCII letters, digits, '-' or '_' \
+                     (it names the consumer's group namespace)"
                 ));
             }
         }
-        Ok(routes)
+        Ok(())
     }
 
     /// `--listen` / its variable.
@@ -620,6 +841,13 @@ impl Config {
     pub fn override_secret(&mut self, secret: Option<String>) {
         if let Some(secret) = secret.filter(|secret| !secret.is_empty()) {
             self.auth.secret = Some(secret);
+        }
+    }
+
+    /// `CONSUMER_HOST_LAYER_KEY`.
+    pub fn override_layer_key(&mut self, key: Option<String>) {
+        if let Some(key) = key.filter(|key| !key.is_empty()) {
+            self.layer.key = Some(key);
         }
     }
 }
@@ -653,7 +881,7 @@ mod tests {
         assert_eq!(config.database.path, dir.join("chat.sqlite3"));
         assert_eq!(config.consumers["chat"].module, dir.join("chat.wasm"));
         assert_eq!(config.listen.port(), 9000);
-        assert_eq!(config.validate().unwrap().len(), 1);
+        config.validate().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -689,6 +917,72 @@ mod tests {
     }
 
     #[test]
+    fn weak_secrets_stay_on_loopback() {
+        let mut config = Config::parse(SAMPLE).unwrap();
+        assert_eq!(config.weak_secret(), Some("it is shorter than 32 bytes"));
+        config.validate().unwrap();
+        config.listen = "0.0.0.0:8000".parse().unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("0.0.0.0:8000") && err.contains("32 bytes"),
+            "{err}"
+        );
+        config.auth.secret = Some(SAMPLE_SECRET.into());
+        assert_eq!(
+            config.weak_secret(),
+            Some("it is the sample config's placeholder")
+        );
+        assert!(config.validate().is_err());
+        config.auth.secret = Some("k".repeat(32));
+        assert_eq!(config.weak_secret(), None);
+        config.validate().unwrap();
+        config.listen = "127.0.0.1:8000".parse().unwrap();
+        config.admin.token = Some("a-long-enough-admin-token".into());
+        config.admin.listen = Some("10.0.0.1:9000".parse().unwrap());
+        config.auth.secret = Some("short".into());
+        assert!(!config.loopback_only());
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn redis_needs_a_key() {
+        let mut config = Config::parse(SAMPLE).unwrap();
+        config.layer.kind = LayerKind::Redis;
+        config.layer.url = Some("redis://127.0.0.1:6379/".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("needs key"), "{err}");
+        config.override_layer_key(Some("short".into()));
+        assert!(config.validate().is_err());
+        config.override_layer_key(Some("x".repeat(32)));
+        config.validate().unwrap();
+        assert_eq!(
+            redact_url("redis://user:hunter2@redis.internal:6379/0"),
+            "redis://user:***@redis.internal:6379/0"
+        );
+        assert_eq!(
+            redact_url("rediss://:hunter2@h:6380"),
+            "rediss://:***@h:6380"
+        );
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        let layer = LayerConfig {
+            url: Some("redis://u:hunter2@h/".into()),
+            ..LayerConfig::default()
+        };
+        assert!(!format!("{layer:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn group_namespaces() {
+        let mut config = Config::parse(SAMPLE).unwrap();
+        assert_eq!(config.consumers["chat"].namespace("chat"), "chat");
+        config.consumers.get_mut("chat").unwrap().group_namespace = Some("rooms".into());
+        assert_eq!(config.consumers["chat"].namespace("chat"), "rooms");
+        config.validate().unwrap();
+        config.consumers.get_mut("chat").unwrap().group_namespace = Some("a:b".into());
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let unknown_key = Config::parse("listne = \"127.0.0.1:1\"").unwrap_err();
         assert!(unknown_key.to_string().contains("listne"), "{unknown_key}");
@@ -704,7 +998,7 @@ mod tests {
             "[auth]\n        secret = \"s\"",
             "[auth]\nsecret = \"s\"\nalgorithms = [\"none\"]",
         );
-        let none = Config::parse(&text).unwrap().validate().unwrap_err();
+        let none = Config::parse(&text).unwrap_err();
         assert!(none.to_string().contains("none"), "{none}");
     }
 }

@@ -1,9 +1,11 @@
-//! Plain HTTP: health, metrics, and the dispatch to WebSocket routes.
+//! Plain HTTP: health, metrics, and the dispatch to WebSocket routes and the
+//! admin API.
 //!
 //! | path | answer |
 //! | --- | --- |
-//! | `GET /healthz` | 200 with a JSON summary |
-//! | `GET /metrics` | 200, Prometheus text |
+//! | a request target over `[limits] max_uri_bytes` | 414, before anything else |
+//! | `GET /healthz` | 200 `{"status": "ok"}` (or `"degraded"`, with what is degraded); nothing internal |
+//! | `GET /metrics` | 200, Prometheus text: on the admin listener when `[admin] listen` is set, else here |
 //! | `/admin/...` | the admin API ([`crate::admin`]), on the admin listener if one is configured |
 //! | a routed path with `Upgrade: websocket` | the WebSocket handshake ([`crate::ws`]) |
 //! | anything else | 404 |
@@ -12,29 +14,12 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
 
+use crate::node::Node;
+use crate::response::{self, HttpResponse};
 use crate::routing;
-use crate::services::Services;
-
-/// A response with a plain-text body.
-pub fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(text.to_string())))
-        .expect("a static response is valid")
-}
-
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(value.to_string())))
-        .expect("a JSON response is valid")
-}
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,71 +30,93 @@ pub enum Listener {
     Admin,
 }
 
+impl Listener {
+    /// Whether the admin API and the node's internals are served here.
+    fn serves_internals(self, node: &Node) -> bool {
+        self == Listener::Admin || node.config.admin.listen.is_none()
+    }
+}
+
 /// Answers one HTTP request.
 pub async fn handle(
-    services: Arc<Services>,
+    node: Arc<Node>,
     request: Request<Incoming>,
     peer: SocketAddr,
     listener: Listener,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<HttpResponse, Infallible> {
+    let target_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target_len > node.config.limits.max_uri_bytes {
+        node.caps().metrics.uris_too_long.inc();
+        return Ok(response::plain(
+            StatusCode::URI_TOO_LONG,
+            "the request's path and query are too long\n",
+        ));
+    }
     let raw_path = request.uri().path().to_string();
     if raw_path == "/admin" || raw_path.starts_with("/admin/") {
-        let admin_here = match listener {
-            Listener::Admin => true,
-            Listener::Main => services.config.admin.listen.is_none(),
-        };
-        if admin_here {
-            return Ok(crate::admin::handle(services, request, peer).await);
+        if listener.serves_internals(&node) {
+            return Ok(crate::admin::handle(node, request, peer).await);
         }
-        return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
+        return Ok(not_found());
     }
-    if request.method() == Method::GET && !hyper_tungstenite::is_upgrade_request(&request) {
+    let upgrade = hyper_tungstenite::is_upgrade_request(&request);
+    if request.method() == Method::GET && !upgrade {
         match raw_path.as_str() {
-            "/healthz" => return Ok(health(&services)),
-            "/metrics" => {
-                return Ok(Response::builder()
-                    .status(StatusCode::OK)
-                    .header(hyper::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                    .body(Full::new(Bytes::from(
-                        services.metrics.render() + &services.layer.render_metrics(),
-                    )))
-                    .expect("a metrics response is valid"));
-            }
+            "/healthz" => return Ok(health(&node)),
+            "/metrics" if listener.serves_internals(&node) => return Ok(metrics(&node)),
             _ => {}
         }
     }
-    if listener == Listener::Admin || !hyper_tungstenite::is_upgrade_request(&request) {
-        return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
+    if listener == Listener::Admin || !upgrade {
+        return Ok(not_found());
     }
     let Ok(path) = percent_encoding::percent_decode_str(&raw_path).decode_utf8() else {
-        return Ok(plain(
+        return Ok(response::plain(
             StatusCode::BAD_REQUEST,
             "the path is not valid UTF-8\n",
         ));
     };
     let path = path.into_owned();
-    let Some(route) = routing::resolve(&services.routes, &path) else {
-        services.metrics.handshakes_unrouted.inc();
-        return Ok(plain(
+    let Some(route) = routing::resolve(&node.routes, &path) else {
+        node.caps().metrics.handshakes_unrouted.inc();
+        return Ok(response::plain(
             StatusCode::NOT_FOUND,
             "no WebSocket route for this path\n",
         ));
     };
-    Ok(crate::ws::handshake(services.clone(), request, route, path).await)
+    Ok(crate::ws::handshake(node.clone(), request, route, path).await)
 }
 
-fn health(services: &Services) -> Response<Full<Bytes>> {
-    let metrics = &services.metrics;
-    let (layer, layer_ok) = services.layer.health();
-    // Degraded, not down: with Redis away a node still serves its own members.
-    json(
+fn not_found() -> HttpResponse {
+    response::plain(StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// Whether the node serves fully: `ok`, or `degraded` with what is not
+/// working (it still serves its own clients). Nothing internal (paths,
+/// counts) is shown: the admin API's status has those.
+fn health(node: &Node) -> HttpResponse {
+    let (_, layer_ok) = node.caps().layer.health();
+    let mut degraded = Vec::new();
+    if !layer_ok {
+        degraded.push("layer");
+    }
+    let status = if degraded.is_empty() { "ok" } else { "degraded" };
+    response::json(
         StatusCode::OK,
-        &serde_json::json!({
-            "status": if layer_ok { "ok" } else { "degraded" },
-            "connections": metrics.connections_open.get(),
-            "instances_live": metrics.instances_live.get(),
-            "layer": layer,
-            "database": services.db.path().display().to_string(),
-        }),
+        &serde_json::json!({ "status": status, "degraded": degraded }),
+    )
+}
+
+fn metrics(node: &Node) -> HttpResponse {
+    let caps = node.caps();
+    let mut text = caps.metrics.render();
+    caps.layer.render_metrics(&mut text);
+    response::with_body(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        Bytes::from(text),
     )
 }

@@ -6,40 +6,97 @@
 //! events, disconnect. The consumer calls back into the host to accept,
 //! send, join groups, and read and write the database.
 //!
-//! Modules, one per concept:
+//! # Modules, and which may use which
 //!
-//! - [`cli`]: the command line (the only module that reads the environment).
-//! - [`config`]: the TOML configuration, validated up front.
-//! - [`server`]: start-up, the accept loop, graceful shutdown.
-//! - [`http`]: health, metrics, dispatch of upgrade requests.
-//! - [`admin`]: the admin API: deploy, list and roll back consumer versions.
-//! - [`ws`]: the WebSocket handshake and the per-connection tasks.
-//! - [`auth`]: simplejwt access tokens and the user lookup.
-//! - [`routing`]: Django-style path patterns.
-//! - [`layer`]: the channel layer (groups).
-//! - [`db`]: SQLite: migrations, the group-commit writer, readers, grants, seeding.
-//! - [`runtime`]: the engine, the WIT bindings, host imports, per-connection
-//!   sessions, deploys (hot swap) and the module-file watcher.
-//! - [`metrics`]: counters served at `/metrics`.
-//! - [`services`]: what every connection of a node shares.
+//! Each layer uses only the layers below it; nothing reaches up.
 //!
-//! Only [`cli`] reads the environment: it folds flags and
-//! variables into a [`config::Config`], so tests start servers in-process on
-//! `127.0.0.1:0`.
+//! ```text
+//!  cli ─────────────── the command line; the only reader of the environment
+//!  server ──────────── start-up, the accept loops, graceful shutdown
+//!  http ────────────── dispatch: health, metrics, admin, WebSocket routes
+//!  admin, ws ───────── the admin API; the handshake and connection tasks
+//!  node ────────────── what every connection shares (routes, auth, runtime, budgets)
+//!  runtime ─────────── engine, WIT bindings, host imports, sessions, deploys
+//!  auth, routing ───── tokens and user lookup; Django path patterns
+//!  db, layer ───────── SQLite (writer, readers, grants); groups (memory, Redis)
+//!  config, metrics, close, response ── leaves: plain data, counters,
+//!                      close codes, HTTP responses
+//! ```
+//!
+//! - [`cli`]: `serve`, `migrate`, `seed`, `token`, `deploy`, `rollback`, `versions`.
+//! - [`config`]: the TOML configuration, validated up front (plain data).
+//! - `server`: start-up, the accept loop, graceful shutdown ([`Server`]).
+//! - `http`: health, metrics, dispatch of upgrade requests.
+//! - `admin`: the admin API: status, deploy, list and roll back versions.
+//! - `ws`: the handshake in stages, then one task per socket (its loop,
+//!   writer and rate limits).
+//! - `node`: what every connection of a node shares.
+//! - `runtime`: the engine, the WIT bindings (0.2.0 and 0.1.0), the host
+//!   imports (one file per interface, on a narrow context), sessions,
+//!   pure-event rendering, deploys and the module-file watcher.
+//! - `auth`: simplejwt access tokens and the user lookup.
+//! - `routing`: Django-style path patterns, matched in linear time.
+//! - `db`: SQLite: migrations, the group-commit writer, readers, grants, seeding.
+//! - `layer`: the channel layer (groups): in memory, or Redis.
+//! - `metrics`, `close`, `response`: counters, close codes, HTTP responses.
+//!
+//! Only [`cli`] reads the environment: it folds flags and variables into a
+//! [`config::Config`], so tests start servers in-process on `127.0.0.1:0`.
+//! The public surface is [`Server`], [`config`], [`Authenticator`] (to mint
+//! tokens), [`seed`] and [`cli::main`]; the `test-support` feature opens the
+//! internals to this repository's tests and benchmarks.
 
-pub mod admin;
-pub mod auth;
+/// Declares internal modules: crate-private, so the compiler sees dead code,
+/// and public with the `test-support` feature for tests and benchmarks.
+macro_rules! internal {
+    ($($(#[$doc:meta])* $module:ident;)*) => {
+        $(
+            $(#[$doc])*
+            #[cfg(feature = "test-support")]
+            pub mod $module;
+            $(#[$doc])*
+            #[cfg(not(feature = "test-support"))]
+            pub(crate) mod $module;
+        )*
+    };
+}
+
 pub mod cli;
 pub mod config;
-pub mod db;
-pub mod http;
-pub mod layer;
-pub mod metrics;
-pub mod routing;
-pub mod runtime;
-pub mod server;
-pub mod services;
-pub mod ws;
 
+internal! {
+    /// The admin API.
+    admin;
+    /// simplejwt tokens and the user lookup.
+    auth;
+    /// Close codes.
+    close;
+    /// SQLite.
+    db;
+    /// HTTP dispatch.
+    http;
+    /// The channel layer.
+    layer;
+    /// Counters.
+    metrics;
+    /// What every connection of a node shares.
+    node;
+    /// HTTP responses.
+    response;
+    /// Django path patterns.
+    routing;
+    /// The WebAssembly runtime.
+    runtime;
+    /// Start-up and shutdown.
+    server;
+    /// WebSocket connections.
+    ws;
+}
+
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use auth::{Authenticator, User};
 pub use config::Config;
+pub use db::seed;
 pub use server::Server;

@@ -23,22 +23,41 @@ use crate::db::Database;
 use crate::http::Listener;
 use crate::layer::Layer;
 use crate::metrics::Metrics;
-use crate::runtime::Runtime;
-use crate::services::Services;
+use crate::node::Node;
+use crate::runtime::conn::{Capabilities, ConnState, SEND_HEADROOM_BYTES};
+use crate::runtime::{Runtime, session, watch};
 
 /// A running node.
 pub struct Server {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    services: Arc<Services>,
+    node: Arc<Node>,
     accept_loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Makes ring the process's TLS provider (Redis over `rediss://`, PostgreSQL
+/// with `sslmode`); the first call wins, later ones change nothing.
+fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Server {
-    /// Starts a node from a validated configuration.
+    /// Starts a node from a configuration.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        let routes = config.validate()?;
+        config.validate()?;
+        let routes = crate::routing::compile(&config.routes)?;
+        if let Some(why) = config.weak_secret() {
+            tracing::warn!(
+                "THE JWT SECRET IS NOT SAFE: {why}. Anyone who knows it can log in as any \
+                 user. Allowed only because this server listens on loopback; set a random \
+                 secret of 32 bytes or more (JWT_SECRET) before listening anywhere else."
+            );
+        }
+        install_tls_provider();
         let metrics = Arc::new(Metrics::default());
+        metrics
+            .auth_failures
+            .register(crate::auth::AuthError::LABELS);
 
         let db_config = config.database.clone();
         let db_metrics = metrics.clone();
@@ -46,74 +65,48 @@ impl Server {
             .await
             .context("opening the database panicked")??;
 
-        let auth = Authenticator::new(&config.auth).map_err(anyhow::Error::msg)?;
+        let auth = Authenticator::new(&config.auth)?;
         let shutdown = tokio_util::sync::CancellationToken::new();
         let layer =
             Layer::new(&config.layer, metrics.clone(), &shutdown).map_err(anyhow::Error::msg)?;
-        let max_memory = config
-            .consumers
-            .values()
-            .map(|consumer| consumer.sandbox.memory_bytes)
-            .max()
-            .unwrap_or(16 * 1024 * 1024);
-        let mut runtime = Runtime::new(&config.runtime, max_memory)?;
-        for (name, consumer) in &config.consumers {
-            runtime
-                .load_consumer(name, consumer)
-                .await
-                .with_context(|| format!("loading consumer {name:?}"))?;
-        }
+        let caps = Arc::new(Capabilities {
+            db,
+            layer,
+            metrics,
+            max_send_bytes: config.limits.max_message_bytes + SEND_HEADROOM_BYTES,
+            max_event_bytes: config.layer.max_event_bytes,
+            max_instances: config.runtime.max_instances,
+            shutdown: shutdown.clone(),
+        });
+        let runtime = load_runtime(&config, caps.clone()).await?;
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let (listener, admin_listener) = bind(&config).await?;
         let local_addr = listener.local_addr()?;
-        let admin_listener = match config.admin.listen {
-            Some(address) => Some(
-                TcpListener::bind(address)
-                    .await
-                    .with_context(|| format!("cannot listen on {address} ([admin] listen)"))?,
-            ),
-            None => None,
-        };
         let admin_addr = admin_listener
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()?;
-        let services = Arc::new(Services::new(
-            config, routes, db, layer, auth, runtime, metrics, shutdown,
-        ));
-        // Every consumer's module must also instantiate before any client comes.
-        for consumer in services.runtime.consumers() {
-            let probe = crate::runtime::host::ConnState::probe(consumer.clone(), services.clone());
-            crate::runtime::session::trial(
-                services.runtime.engine(),
-                consumer,
-                probe,
-                &consumer.current(),
-            )
-            .await
-            .with_context(|| format!("consumer {:?} does not instantiate", consumer.name()))?;
-        }
-        crate::runtime::watch::spawn_watchers(&services);
+        let watch_interval = Duration::from_millis(config.runtime.watch_interval_ms);
+        let node = Arc::new(Node::new(config, routes, auth, runtime, shutdown));
+        watch::spawn_watchers(&node.runtime, watch_interval, &node.tasks, &node.shutdown);
         tracing::info!(address = %local_addr, "listening");
         let mut accept_loops = vec![tokio::spawn(accept_loop(
             listener,
-            services.clone(),
+            node.clone(),
             Listener::Main,
         ))];
         if let Some(admin_listener) = admin_listener {
             tracing::info!(address = ?admin_addr, "admin API listening");
             accept_loops.push(tokio::spawn(accept_loop(
                 admin_listener,
-                services.clone(),
+                node.clone(),
                 Listener::Admin,
             )));
         }
         Ok(Self {
             local_addr,
             admin_addr,
-            services,
+            node,
             accept_loops,
         })
     }
@@ -128,26 +121,49 @@ impl Server {
         self.admin_addr
     }
 
-    /// The node's shared state (metrics, database, runtime).
-    pub fn services(&self) -> &Arc<Services> {
-        &self.services
+    /// The node's counters, as `/metrics` serves them.
+    pub fn metrics_text(&self) -> String {
+        let caps = self.node.caps();
+        let mut text = caps.metrics.render();
+        caps.layer.render_metrics(&mut text);
+        text
+    }
+
+    /// The SHA-256 of a consumer's current version, and of those kept for
+    /// rollback (newest first); `None` for an unknown consumer.
+    pub fn versions(&self, consumer: &str) -> Option<(String, Vec<String>)> {
+        let consumer = self.node.runtime.consumer(consumer)?;
+        Some((
+            consumer.current().sha256.clone(),
+            consumer
+                .previous()
+                .iter()
+                .map(|version| version.sha256.clone())
+                .collect(),
+        ))
+    }
+
+    /// The node, for tests that look inside.
+    #[cfg(feature = "test-support")]
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
     }
 
     /// Closes every connection with 1001, waits for them (up to the
     /// configured grace period), and finishes the database's queued writes.
     pub async fn shutdown(self) {
-        let services = self.services;
+        let node = self.node;
         tracing::info!(
-            connections = services.metrics.connections_open.get(),
+            connections = node.caps().metrics.connections_open.get(),
             "shutting down"
         );
-        services.shutdown.cancel();
+        node.shutdown.cancel();
         for accept_loop in self.accept_loops {
             let _ = accept_loop.await;
         }
-        services.tasks.close();
-        let grace = Duration::from_secs(services.config.limits.shutdown_grace_secs);
-        if tokio::time::timeout(grace, services.tasks.wait())
+        node.tasks.close();
+        let grace = Duration::from_secs(node.config.limits.shutdown_grace_secs);
+        if tokio::time::timeout(grace, node.tasks.wait())
             .await
             .is_err()
         {
@@ -155,23 +171,62 @@ impl Server {
                 "connections still open after the grace period; closing the database anyway"
             );
         }
-        let db = services.db.clone();
+        let db = node.caps().db.clone();
         let _ = tokio::task::spawn_blocking(move || db.close()).await;
         tracing::info!("shut down");
     }
 }
 
-async fn accept_loop(listener: TcpListener, services: Arc<Services>, kind: Listener) {
+/// Compiles every consumer, then instantiates each once before any client
+/// comes: a module that cannot serve stops the start.
+async fn load_runtime(config: &Config, caps: Arc<Capabilities>) -> anyhow::Result<Arc<Runtime>> {
+    let max_memory = config
+        .consumers
+        .values()
+        .map(|consumer| consumer.sandbox.memory_bytes)
+        .max()
+        .unwrap_or(16 * 1024 * 1024);
+    let mut runtime = Runtime::new(&config.runtime, max_memory, caps.clone())?;
+    for (name, consumer) in &config.consumers {
+        runtime
+            .load_consumer(name, consumer)
+            .await
+            .with_context(|| format!("loading consumer {name:?}"))?;
+    }
+    for consumer in runtime.consumers() {
+        let probe = ConnState::probe(consumer.clone(), caps.clone());
+        session::trial(consumer, probe, &consumer.current())
+            .await
+            .with_context(|| format!("consumer {:?} does not instantiate", consumer.name()))?;
+    }
+    Ok(Arc::new(runtime))
+}
+
+async fn bind(config: &Config) -> anyhow::Result<(TcpListener, Option<TcpListener>)> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let admin = match config.admin.listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} ([admin] listen)"))?,
+        ),
+        None => None,
+    };
+    Ok((listener, admin))
+}
+
+async fn accept_loop(listener: TcpListener, node: Arc<Node>, kind: Listener) {
     loop {
         let accepted = tokio::select! {
-            () = services.shutdown.cancelled() => return,
+            () = node.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
-                services
-                    .tasks
-                    .spawn(serve_http(stream, peer, services.clone(), kind));
+                node.tasks
+                    .spawn(serve_http(stream, peer, node.clone(), kind));
             }
             Err(err) => {
                 // Out of file descriptors, most likely: back off instead of spinning.
@@ -182,12 +237,12 @@ async fn accept_loop(listener: TcpListener, services: Arc<Services>, kind: Liste
     }
 }
 
-async fn serve_http(stream: TcpStream, peer: SocketAddr, services: Arc<Services>, kind: Listener) {
+async fn serve_http(stream: TcpStream, peer: SocketAddr, node: Arc<Node>, kind: Listener) {
     let _ = stream.set_nodelay(true);
-    let handshake_timeout = services.config.limits.handshake_timeout();
-    let service_state = services.clone();
+    let handshake_timeout = node.config.limits.handshake_timeout();
+    let service_node = node.clone();
     let service =
-        service_fn(move |request| crate::http::handle(service_state.clone(), request, peer, kind));
+        service_fn(move |request| crate::http::handle(service_node.clone(), request, peer, kind));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout)
@@ -200,7 +255,7 @@ async fn serve_http(stream: TcpStream, peer: SocketAddr, services: Arc<Services>
                 tracing::debug!(error = %err, "HTTP connection ended with an error");
             }
         }
-        () = services.shutdown.cancelled() => {
+        () = node.shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(handshake_timeout, connection).await;
         }

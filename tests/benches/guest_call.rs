@@ -1,18 +1,15 @@
-//! The cost of one event handed to a consumer: the host lowers the scope and
-//! the event into the guest, the chat guest parses the JSON, builds its
-//! frame and calls `send`, and the host queues the frame.
+//! The cost of one event handed to a consumer: the host lowers the event
+//! into the guest, the chat guest parses the JSON, builds its frame and
+//! calls `send`, and the host queues the frame.
 //!
 //! `cargo bench -p consumer-host-tests --bench guest_call`
 
 use std::time::{Duration, Instant};
 
-use consumer_host::layer::{Kick, Mailbox};
-use consumer_host::runtime::bindings::consumer_host::consumer::types::{Message, Scope, User};
-use consumer_host::runtime::host::ConnState;
-use consumer_host::runtime::session::{Call, Session};
+use consumer_host::testing::Direct;
+use consumer_host::testing::types::{Scope, User};
 use consumer_host_tests::TestServer;
 use criterion::{Criterion, criterion_group, criterion_main};
-use tokio::sync::mpsc;
 
 fn guest_calls(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -20,11 +17,6 @@ fn guest_calls(c: &mut Criterion) {
         .build()
         .unwrap();
     let server = runtime.block_on(TestServer::start());
-    let services = server.node().services().clone();
-    let consumer = services.runtime.consumer("chat").unwrap().clone();
-    let kick = Kick::child_of(&services.shutdown);
-    let (outbound, mut frames) = mpsc::channel(1 << 20);
-    let (mailbox, _events) = Mailbox::new(1, 16, kick.clone());
     // A member of the reference conversation, as the chat sees one.
     let scope = Scope {
         connection_id: "1".into(),
@@ -41,19 +33,9 @@ fn guest_calls(c: &mut Criterion) {
         }),
         subprotocols: Vec::new(),
     };
-    let conn = ConnState::new(
-        1,
-        consumer.clone(),
-        services.clone(),
-        scope,
-        Vec::new(),
-        outbound,
-        mailbox,
-        kick,
-    );
-    let mut session = Session::new(services.runtime.engine().clone(), consumer, conn);
+    let mut direct = Direct::new(server.node(), "chat", scope);
     let event = r#"{"type":"chat.message","body":"Hi Bob, how are you today?","name":"Alice","id":"0193b0a4-7c1e-7d3a-9f2b-5c6d7e8f9a0b","created_at":"2026-11-25 17:22:22.535044"}"#;
-    let malformed = Message::Text("{\"event\": \"typing\"}".into());
+    let malformed = "{\"event\": \"typing\"}";
 
     let mut group = c.benchmark_group("guest_call");
     group.measurement_time(Duration::from_secs(5));
@@ -62,8 +44,8 @@ fn guest_calls(c: &mut Criterion) {
             runtime.block_on(async {
                 let started = Instant::now();
                 for _ in 0..iterations {
-                    session.call(Call::Event(event)).await.unwrap();
-                    frames.try_recv().expect("a frame");
+                    direct.event(event).await.unwrap();
+                    direct.frames.try_recv().expect("a frame");
                 }
                 started.elapsed()
             })
@@ -74,8 +56,8 @@ fn guest_calls(c: &mut Criterion) {
             runtime.block_on(async {
                 let started = Instant::now();
                 for _ in 0..iterations {
-                    session.call(Call::Receive(&malformed)).await.unwrap();
-                    frames.try_recv().expect("an error frame");
+                    direct.receive(malformed).await.unwrap();
+                    direct.frames.try_recv().expect("an error frame");
                 }
                 started.elapsed()
             })

@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use consumer_host::Authenticator;
 use consumer_host::Server;
-use consumer_host::auth::Authenticator;
 use consumer_host::config::{Config, ConsumerConfig, RouteConfig};
-use consumer_host::db::seed::{Plan, seed};
+use consumer_host::seed::{Plan, seed};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value as Json;
 use tokio::net::TcpStream;
@@ -165,7 +165,7 @@ impl TestServer {
 
     /// A counter's value from `/metrics`.
     pub fn metric(&self, name: &str) -> i64 {
-        let text = self.node().services().metrics.render();
+        let text = self.node().metrics_text();
         text.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no metric {name}"))

@@ -101,6 +101,9 @@ impl Drop for Redis {
     }
 }
 
+/// The key every test node signs its published events with.
+pub const LAYER_KEY: &str = "test-layer-key-shared-by-every-node-0123456789";
+
 /// A config file for a node of the chat (and the hostile test consumer) on
 /// the Redis layer.
 pub fn node_config(dir: &Path, name: &str, db: &Path, redis_url: &str, prefix: &str) -> PathBuf {
@@ -115,6 +118,7 @@ secret = "{SECRET}"
 kind = "redis"
 url = "{redis_url}"
 prefix = "{prefix}"
+key = "{LAYER_KEY}"
 [limits]
 messages_per_second = 0
 [[route]]
@@ -129,6 +133,9 @@ read = ["chat_conversation_users"]
 write = ["chat_conversationmessage"]
 [consumer.hostile]
 module = "{hostile}"
+# In the chat's group namespace: it can join the chat's rooms (tests of
+# membership across nodes use it as a listener).
+group_namespace = "chat"
 [runtime]
 max_instances = 200
 "#,
@@ -150,6 +157,8 @@ pub fn spawn_serving(command: &mut Command) -> (Child, String) {
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Shown with the test's output when it fails.
+            eprintln!("[node] {line}");
             if !sent && let Some(addr) = line.strip_prefix("consumer-host listening on ") {
                 let _ = tx.send(addr.to_string());
                 sent = true;

@@ -100,11 +100,7 @@ async fn every_non_login_and_non_member_is_refused_with_403() {
     }
     assert_eq!(server.message_count(), 0);
     assert_eq!(
-        server
-            .node()
-            .services()
-            .layer
-            .local_members(&format!("chat_{}", room.id)),
+        consumer_host::testing::group_members(server.node(), "chat", &format!("chat_{}", room.id)),
         0
     );
     assert_eq!(server.metric("consumer_host_handshakes_refused_total"), 13);

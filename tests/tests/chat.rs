@@ -263,10 +263,13 @@ async fn a_client_leaving_stops_its_deliveries() {
     let mut alice_ws = connect(&server.url(&room.id, Some(&room.users[0].token))).await;
     let bob_ws = connect(&server.url(&room.id, Some(&room.users[1].token))).await;
     let group = format!("chat_{}", room.id);
-    assert_eq!(server.node().services().layer.local_members(&group), 2);
+    assert_eq!(
+        consumer_host::testing::group_members(server.node(), "chat", &group),
+        2
+    );
     bob_ws.close().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while server.node().services().layer.local_members(&group) != 1 {
+    while consumer_host::testing::group_members(server.node(), "chat", &group) != 1 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "bob never left the group"
@@ -285,12 +288,11 @@ async fn a_client_leaving_stops_its_deliveries() {
     assert_eq!(server.metric("consumer_host_connections_open"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_member_of_another_consumer_runs_its_own_handler() {
+/// A server with the hostile test consumer beside the chat; `shared` puts
+/// the hostile consumer's groups in the chat's namespace.
+async fn chat_and_hostile(shared: bool) -> TestServer {
     use consumer_host::config::{ConsumerConfig, RouteConfig};
-    // The hostile test consumer can join any group, and its handle-event
-    // ignores every event: it must not get the chat's rendered frames.
-    let server = TestServer::start_with(|config| {
+    TestServer::start_with(|config| {
         config.routes.insert(
             0,
             RouteConfig {
@@ -298,12 +300,60 @@ async fn a_group_member_of_another_consumer_runs_its_own_handler() {
                 consumer: "hostile".into(),
             },
         );
-        config.consumers.insert(
-            "hostile".into(),
-            ConsumerConfig::new(consumer_host_tests::guest("hostile")),
-        );
+        let mut hostile = ConsumerConfig::new(consumer_host_tests::guest("hostile"));
+        if shared {
+            hostile.group_namespace = Some("chat".into());
+        }
+        config.consumers.insert("hostile".into(), hostile);
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_consumer_cannot_join_or_forge_the_chats_groups() {
+    let server = chat_and_hostile(false).await;
+    let plan = server.seed(1, 2);
+    let room = &plan.rooms[0];
+    let mut alice = connect(&server.url(&room.id, Some(&room.users[0].token))).await;
+    let mut other = connect(&format!("{}/hostile/", server.ws_base())).await;
+    // The same group name, in the hostile consumer's own namespace.
+    other.send_text(&format!("group:chat_{}", room.id)).await;
+    assert!(other.next_json().await["ok"].is_string());
+    let forged = serde_json::json!({"type": "chat.message", "body": "forged", "name": "Admin"});
+    other
+        .send_text(&format!("group-send:chat_{}|{forged}", room.id))
+        .await;
+    assert!(other.next_json().await["ok"].is_string());
+    // The forged event went to the hostile consumer's own group (itself).
+    assert_eq!(
+        other.next_json().await["event"]
+            .as_str()
+            .map(|event| event.contains("forged")),
+        Some(true)
+    );
+    alice
+        .send_text(&chat_message(
+            &room.id,
+            &room.users[1].id,
+            "",
+            "for the chat only",
+        ))
+        .await;
+    assert_eq!(alice.next_json().await["body"], "for the chat only");
+    alice.expect_silence(Duration::from_millis(200)).await;
+    other.expect_silence(Duration::from_millis(300)).await;
+    assert_eq!(
+        consumer_host::testing::group_members(server.node(), "chat", &format!("chat_{}", room.id)),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_of_another_consumer_runs_its_own_handler() {
+    // With the namespace shared by configuration, the hostile consumer is a
+    // member of the chat's group: it must run its own handler, never get
+    // the chat's rendered frames.
+    let server = chat_and_hostile(true).await;
     let plan = server.seed(1, 2);
     let room = &plan.rooms[0];
     let mut alice = connect(&server.url(&room.id, Some(&room.users[0].token))).await;
@@ -319,7 +369,13 @@ async fn a_group_member_of_another_consumer_runs_its_own_handler() {
         ))
         .await;
     assert_eq!(alice.next_json().await["body"], "for the chat only");
-    other.expect_silence(Duration::from_millis(300)).await;
+    let heard = other.next_json().await;
+    assert!(
+        heard["event"].as_str().is_some_and(
+            |event| event.contains("for the chat only") && event.contains("chat.message")
+        ),
+        "{heard}"
+    );
     assert_eq!(server.metric("consumer_host_rendered_deliveries_total"), 1);
     assert_eq!(server.metric("consumer_host_events_handled_total"), 2);
 }

@@ -225,13 +225,11 @@ async fn the_real_simplejwt_tokens_are_refused() {
         refused_status(&server.url(ROOM, Some(REAL_EXPIRED_ACCESS))).await,
         403
     );
-    assert_eq!(
-        server.metric("consumer_host_auth_failures_total{reason=\"expired\"}"),
-        1
-    );
-    assert_eq!(
-        server.metric("consumer_host_auth_failures_total{reason=\"token_type\"}"),
-        1
-    );
+    // The refresh token is refused as a refresh token within its day, and
+    // as expired after it (simplejwt checks the expiry first too).
+    let expired = server.metric("consumer_host_auth_failures_total{reason=\"expired\"}");
+    let wrong_type = server.metric("consumer_host_auth_failures_total{reason=\"token_type\"}");
+    assert_eq!(expired + wrong_type, 2);
+    assert!(expired >= 1, "the expired access token counts as expired");
     assert_eq!(server.message_count(), 1);
 }

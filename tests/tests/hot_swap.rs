@@ -86,15 +86,8 @@ async fn deploy_with_cli(server: &TestServer, name: &str, bytes: &[u8]) -> std::
 
 /// Waits until the consumer's current version has `sha256`.
 async fn wait_for_version(server: &TestServer, sha256: &str) {
-    let consumer = server
-        .node()
-        .services()
-        .runtime
-        .consumer("chat")
-        .unwrap()
-        .clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while consumer.current().sha256 != sha256 {
+    while current_sha(server) != sha256 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "version {sha256} never became current"
@@ -105,14 +98,7 @@ async fn wait_for_version(server: &TestServer, sha256: &str) {
 
 /// The hash of the chat consumer's current version.
 fn current_sha(server: &TestServer) -> String {
-    let consumer = server
-        .node()
-        .services()
-        .runtime
-        .consumer("chat")
-        .unwrap()
-        .clone();
-    consumer.current().sha256.clone()
+    server.node().versions("chat").unwrap().0
 }
 
 fn sha256_of(bytes: &[u8]) -> String {
@@ -237,15 +223,8 @@ async fn a_half_written_file_is_never_loaded() {
     let new = v2();
     std::fs::write(&module, &new[..new.len() / 2]).unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let consumer = server
-        .node()
-        .services()
-        .runtime
-        .consumer("chat")
-        .unwrap()
-        .clone();
     assert_eq!(
-        consumer.current().sha256,
+        current_sha(&server),
         sha256_of(&original),
         "the half file was not loaded"
     );
@@ -298,15 +277,9 @@ async fn broken_modules_are_refused_and_traffic_goes_on() {
     assert_exactly_once(&logs);
     assert_saved_once(&server, &logs);
     assert_tagged_after(&logs, Duration::ZERO, None);
-    let consumer = server
-        .node()
-        .services()
-        .runtime
-        .consumer("chat")
-        .unwrap()
-        .clone();
-    assert_eq!(consumer.current().sha256, original_sha);
-    assert!(consumer.previous().is_empty());
+    let (current, previous) = server.node().versions("chat").unwrap();
+    assert_eq!(current, original_sha);
+    assert!(previous.is_empty());
     assert_eq!(server.metric("consumer_host_deploy_refusals_total"), 5);
     assert_eq!(server.metric("consumer_host_deploys_total"), 0);
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use consumer_host::config::{Config, ConsumerConfig, RouteConfig};
-use consumer_host::db::seed::Plan;
+use consumer_host::seed::Plan;
 use consumer_host_tests::raw::{
     self, BINARY, CONTINUATION, CONTINUATION_LAST, Outcome, TEXT, TEXT_FIRST,
 };
@@ -409,10 +409,9 @@ async fn hostile_guests_clients_and_tokens() {
             case.name
         );
     }
-    let metrics = server.node().services().metrics.clone();
-    assert!(metrics.guest_deadline_overruns.get() >= 1);
-    assert!(metrics.guest_traps.get() >= 7);
-    assert!(metrics.idle_timeouts.get() >= 1);
+    assert!(server.metric("consumer_host_guest_deadline_overruns_total") >= 1);
+    assert!(server.metric("consumer_host_guest_traps_total") >= 7);
+    assert!(server.metric("consumer_host_idle_timeouts_total") >= 1);
 
     let logs = canary.stop().await;
     assert_exactly_once(&logs);

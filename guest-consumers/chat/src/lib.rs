@@ -20,7 +20,7 @@
 //! host-held connection state.
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/legacy/0.1.0",
     world: "consumer",
 });
 

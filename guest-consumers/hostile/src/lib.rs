@@ -1,12 +1,20 @@
-//! A consumer that misbehaves on command, for the sandbox tests.
+//! A consumer that misbehaves on command, for the sandbox tests: it calls
+//! every import with hostile arguments when told to.
 //!
-//! It accepts every connection. Each text message is a command; the ones
-//! that do not trap answer with `{"ok": ...}` or `{"error": ...}`.
+//! It accepts every connection (`?refuse=1` refuses, `?trap=1` traps in
+//! `connect`, `?join=GROUP` joins a group in `connect`, `?slow=1` then
+//! holds the handshake with slow queries). Each text message is a command,
+//! `verb:argument`; those that do not trap answer with `{"ok": ...}` or
+//! `{"error": ...}`. Group events it hears are sent to its client as
+//! `{"event": ...}`.
 
 wit_bindgen::generate!({ path: "../../wit", world: "consumer" });
 
 use consumer_host::consumer::database::{self, Value};
+use consumer_host::consumer::logging::{Level, log};
+use consumer_host::consumer::types::{ConsumerInfo, Message};
 use consumer_host::consumer::{connection, groups, state};
+use exports::consumer_host::consumer::handler::Guest;
 use serde_json::json;
 
 struct Hostile;
@@ -22,6 +30,32 @@ fn outcome<T: core::fmt::Debug, E: core::fmt::Debug>(result: Result<T, E>) {
     }
 }
 
+/// A query that runs until the host interrupts it.
+const ENDLESS: &str =
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT sum(x) FROM c";
+
+/// A parameter: `x:<hex>` is a blob, `i:<n>` an integer, anything else text.
+fn param(text: &str) -> Value {
+    if let Some(hex) = text.strip_prefix("x:") {
+        let bytes = (0..hex.len() / 2)
+            .filter_map(|at| u8::from_str_radix(&hex[at * 2..at * 2 + 2], 16).ok())
+            .collect();
+        return Value::Blob(bytes);
+    }
+    if let Some(number) = text.strip_prefix("i:").and_then(|n| n.parse().ok()) {
+        return Value::Integer(number);
+    }
+    Value::Text(text.into())
+}
+
+fn query_param(key: &str) -> Option<String> {
+    connection::get_scope()
+        .query
+        .into_iter()
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value)
+}
+
 impl Guest for Hostile {
     fn describe() -> ConsumerInfo {
         ConsumerInfo {
@@ -30,16 +64,22 @@ impl Guest for Hostile {
     }
 
     fn connect() {
-        let scope = connection::get_scope();
-        let refuse = scope.query.iter().any(|(key, _)| key == "refuse");
-        if scope.query.iter().any(|(key, _)| key == "trap") {
+        if query_param("trap").is_some() {
             panic!("trap in connect");
         }
-        if refuse {
-            connection::close(4003, "refused on request");
-        } else {
-            connection::accept(None);
+        if query_param("refuse").is_some() {
+            return connection::close(4003, "refused on request");
         }
+        if let Some(group) = query_param("join") {
+            let _ = groups::group_add(&group);
+        }
+        if query_param("slow").is_some() {
+            // Holds the handshake open, in host calls, well past its timeout.
+            for _ in 0..50 {
+                let _ = database::db_query(ENDLESS, &[]);
+            }
+        }
+        connection::accept(None);
     }
 
     fn receive(message: Message) {
@@ -49,6 +89,7 @@ impl Guest for Hostile {
         let (verb, argument) = command.split_once(':').unwrap_or((command.as_str(), ""));
         match verb {
             "echo" => reply(json!({ "ok": argument })),
+            "scope" => reply(json!({ "ok": format!("{:?}", connection::get_scope()) })),
             "trap" => panic!("trap on command"),
             "abort" => std::process::abort(),
             "loop" => {
@@ -90,6 +131,27 @@ impl Guest for Hostile {
                 "SELECT count(*) FROM chat_conversation_users WHERE conversation_id = ?1",
                 &[Value::Text(argument.into())],
             )),
+            // `query-params:<sql>|<param>|<param>...`
+            "query-params" => {
+                let mut parts = argument.split('|');
+                let sql = parts.next().unwrap_or("");
+                let params: Vec<Value> = parts.map(param).collect();
+                outcome(database::db_query(sql, &params))
+            }
+            "slow-queries" => {
+                let count: u32 = argument.parse().unwrap_or(100);
+                for _ in 0..count {
+                    let _ = database::db_query(ENDLESS, &[]);
+                }
+                reply(json!({ "ok": "done" }));
+            }
+            "db-flood" => {
+                let count: u32 = argument.parse().unwrap_or(1_000);
+                for _ in 0..count {
+                    let _ = database::db_query("SELECT 1", &[]);
+                }
+                reply(json!({ "ok": "done" }));
+            }
             "insert" => {
                 let (table, body) = argument.split_once('|').unwrap_or((argument, ""));
                 outcome(database::db_insert(
@@ -97,12 +159,51 @@ impl Guest for Hostile {
                     &[("body".into(), Value::Text(body.into()))],
                 ))
             }
+            // `insert-row:<table>|<column>=<value>|...`
+            "insert-row" => {
+                let mut parts = argument.split('|');
+                let table = parts.next().unwrap_or("");
+                let row: Vec<(String, Value)> = parts
+                    .filter_map(|pair| pair.split_once('='))
+                    .map(|(column, value)| (column.to_string(), param(value)))
+                    .collect();
+                outcome(database::db_insert(table, &row))
+            }
             "state" => {
                 let size: usize = argument.parse().unwrap_or(1 << 20);
                 outcome(state::set_state(&vec![7u8; size]))
             }
             "group" => outcome(groups::group_add(argument)),
             "leave" => outcome(groups::group_discard(argument)),
+            // `group-send:<group>|<event json>`
+            "group-send" => {
+                let (group, event) = argument.split_once('|').unwrap_or((argument, "{}"));
+                outcome(groups::group_send(group, event))
+            }
+            "group-flood" => {
+                let count: u32 = argument.parse().unwrap_or(10_000);
+                for n in 0..count {
+                    let _ = groups::group_send(
+                        "hostile-flood",
+                        &format!(r#"{{"type":"flood","n":{n}}}"#),
+                    );
+                }
+                reply(json!({ "ok": "done" }));
+            }
+            "group-churn" => {
+                let count: u32 = argument.parse().unwrap_or(10_000);
+                for n in 0..count {
+                    let _ = groups::group_add(&format!("churn-{n}"));
+                }
+                reply(json!({ "ok": "done" }));
+            }
+            "log-flood" => {
+                let count: u32 = argument.parse().unwrap_or(100_000);
+                for n in 0..count {
+                    log(Level::Warn, &format!("flooding the log, line {n}"));
+                }
+                reply(json!({ "ok": "done" }));
+            }
             "close" => {
                 let code: u16 = argument.parse().unwrap_or(1000);
                 connection::close(code, "closing on command");
@@ -111,7 +212,9 @@ impl Guest for Hostile {
         }
     }
 
-    fn handle_event(_event: String) {}
+    fn handle_event(event: String) {
+        reply(json!({ "event": event }));
+    }
 
     fn disconnect(_code: u16) {}
 }

@@ -4,6 +4,8 @@
 wit_bindgen::generate!({ path: "../../wit", world: "consumer" });
 
 use consumer_host::consumer::connection;
+use consumer_host::consumer::types::{ConsumerInfo, Message};
+use exports::consumer_host::consumer::handler::Guest;
 
 struct Consumer;
 

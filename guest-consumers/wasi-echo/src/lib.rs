@@ -8,6 +8,8 @@ wit_bindgen::generate!({
 });
 
 use consumer_host::consumer::connection;
+use consumer_host::consumer::types::{ConsumerInfo, Message};
+use exports::consumer_host::consumer::handler::Guest;
 
 struct Echo;
 

@@ -117,6 +117,9 @@ impl From<rusqlite::Error> for DbError {
                     ErrorCode::ConstraintViolation => DbError::Constraint(message),
                     ErrorCode::AuthorizationForStatementDenied => DbError::AccessDenied(message),
                     ErrorCode::OperationInterrupted => DbError::Timeout,
+                    ErrorCode::TooBig => DbError::Invalid(format!(
+                        "a string or blob exceeds [database] max_value_bytes ({message})"
+                    )),
                     _ if message.starts_with("no such table")
                         || message.starts_with("no such column") =>
                     {
@@ -151,7 +154,7 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     checkpoint_stop: crossbeam_channel::Sender<()>,
     reader_count: usize,
-    query_timeout: Duration,
+    limits: QueryLimits,
 }
 
 type ReadJob = Box<dyn FnOnce(&mut ReaderConnection) + Send>;
@@ -163,10 +166,27 @@ enum WriterMessage {
 
 /// Opening the database failed; the text says what to check.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open database {path}: {source}")]
-pub struct OpenError {
-    path: PathBuf,
-    source: rusqlite::Error,
+pub enum OpenError {
+    /// SQLite refused the file or a migration failed.
+    #[error("cannot open database {path}: {source}")]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A database thread could not be started.
+    #[error("cannot start the database's threads: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// What a guest's query may return and make ([`DatabaseConfig`]'s caps).
+#[derive(Debug, Clone, Copy)]
+struct QueryLimits {
+    timeout: Duration,
+    max_rows: usize,
+    max_bytes: usize,
+    max_value_bytes: i32,
 }
 
 impl Database {
@@ -174,7 +194,7 @@ impl Database {
     /// starts the writer and reader threads.
     pub fn open(config: &DatabaseConfig, metrics: Arc<Metrics>) -> Result<Self, OpenError> {
         let path = config.path.clone();
-        let fail = |source| OpenError {
+        let fail = |source| OpenError::Sqlite {
             path: path.clone(),
             source,
         };
@@ -191,16 +211,14 @@ impl Database {
                 .name("db-writer".into())
                 .spawn(move || {
                     writer_loop(writer_conn, writer_rx, max_batch, commit_delay, metrics)
-                })
-                .expect("spawning a thread"),
+                })?,
         );
         let (checkpoint_stop, checkpoint_stopped) = crossbeam_channel::bounded(1);
         let checkpointer = open_connection(&path, config, false).map_err(fail)?;
         threads.push(
             std::thread::Builder::new()
                 .name("db-checkpoint".into())
-                .spawn(move || checkpoint_loop(checkpointer, checkpoint_stopped))
-                .expect("spawning a thread"),
+                .spawn(move || checkpoint_loop(checkpointer, checkpoint_stopped))?,
         );
         for n in 0..config.readers {
             let conn = open_connection(&path, config, true).map_err(fail)?;
@@ -216,8 +234,7 @@ impl Database {
                                 break;
                             }
                         }
-                    })
-                    .expect("spawning a thread"),
+                    })?,
             );
         }
         Ok(Self {
@@ -228,7 +245,12 @@ impl Database {
                 threads: Mutex::new(threads),
                 checkpoint_stop,
                 reader_count: config.readers,
-                query_timeout: Duration::from_millis(config.query_timeout_ms),
+                limits: QueryLimits {
+                    timeout: Duration::from_millis(config.query_timeout_ms),
+                    max_rows: config.max_query_rows,
+                    max_bytes: config.max_query_bytes,
+                    max_value_bytes: i32::try_from(config.max_value_bytes).unwrap_or(i32::MAX),
+                },
             }),
         })
     }
@@ -236,6 +258,11 @@ impl Database {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// What the admin API shows of the database.
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({ "kind": "sqlite", "path": self.inner.path.display().to_string() })
     }
 
     /// Runs `work` on a reader thread with no grant (trusted host code).
@@ -294,8 +321,8 @@ impl Database {
         sql: String,
         params: Vec<Value>,
     ) -> Result<Rows, DbError> {
-        let timeout = self.inner.query_timeout;
-        self.on_reader(move |reader| reader.guest_query(&grant, &sql, &params, timeout))
+        let limits = self.inner.limits;
+        self.on_reader(move |reader| reader.guest_query(&grant, &sql, &params, limits))
             .await
     }
 
@@ -350,6 +377,7 @@ fn open_connection(
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let mut conn = Connection::open_with_flags(path, flags)?;
+    harden(&conn)?;
     BUSY_TIMEOUT_MS.store(config.busy_timeout_ms, Ordering::Relaxed);
     conn.busy_handler(Some(wait_while_busy))?;
     if !read_only {
@@ -379,6 +407,20 @@ fn open_connection(
     }
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
+}
+
+/// Closes what SQLite leaves open to SQL it did not write itself: guests'
+/// statements run on these connections. Defensive mode refuses writes to
+/// the schema and to virtual tables' shadow tables, and
+/// `PRAGMA writable_schema`; an untrusted schema keeps functions with side
+/// effects out of views and triggers; the FTS3 tokenizer hook (which takes
+/// and returns raw pointers) stays off.
+fn harden(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::config::DbConfig;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, false)?;
+    Ok(())
 }
 
 /// How long a statement waits for a lock another process holds
@@ -462,24 +504,47 @@ impl ReaderConnection {
         grant: &Arc<Grant>,
         sql: &str,
         params: &[Value],
-        timeout: Duration,
+        limits: QueryLimits,
     ) -> Result<Rows, DbError> {
+        use rusqlite::limits::Limit;
         // The statement cache is keyed by SQL text, and SQLite authorizes a
         // statement when it is prepared: tagging the text with the grant keeps
         // one consumer from reusing a statement another was allowed to prepare.
         let tagged = format!("{}{sql}", grant.cache_tag());
-        let deadline = self.epoch.elapsed() + timeout;
+        let deadline = self.epoch.elapsed() + limits.timeout;
         self.deadline
             .store(deadline.as_millis() as i64, Ordering::Relaxed);
         self.authorizer.set(Policy::Query(grant.clone()));
-        let result = run_query(&self.conn, &tagged, params);
+        // No string or blob a guest's statement makes may exceed the cap
+        // (`zeroblob(999999999)` fails at once instead of allocating).
+        let length = self
+            .conn
+            .set_limit(Limit::SQLITE_LIMIT_LENGTH, limits.max_value_bytes);
+        let result = run_query(&self.conn, &tagged, params, limits);
+        if let Ok(previous) = length {
+            let _ = self.conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, previous);
+        }
         self.authorizer.set(Policy::Trusted);
         self.deadline.store(i64::MAX, Ordering::Relaxed);
         result
     }
 }
 
-fn run_query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Rows, DbError> {
+/// The bytes a value takes in a result, for the query's byte cap.
+fn value_bytes(value: &Value) -> usize {
+    8 + match value {
+        Value::Text(text) => text.len(),
+        Value::Blob(blob) => blob.len(),
+        _ => 0,
+    }
+}
+
+fn run_query(
+    conn: &Connection,
+    sql: &str,
+    params: &[Value],
+    limits: QueryLimits,
+) -> Result<Rows, DbError> {
     let mut stmt = conn.prepare_cached(sql)?;
     if !stmt.readonly() {
         return Err(DbError::Invalid(
@@ -497,10 +562,28 @@ fn run_query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Rows, DbE
     let width = columns.len();
     let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
     let mut out = Vec::new();
+    let mut bytes = 0;
+    // The caps are checked as rows come, so a query that would return too
+    // much stops before it holds it all.
     while let Some(row) = rows.next()? {
+        if out.len() == limits.max_rows {
+            return Err(DbError::Invalid(format!(
+                "the query returns more than {} rows ([database] max_query_rows): add a LIMIT",
+                limits.max_rows
+            )));
+        }
         let mut values = Vec::with_capacity(width);
         for index in 0..width {
-            values.push(Value::from(row.get_ref(index)?));
+            let value = Value::from(row.get_ref(index)?);
+            bytes += value_bytes(&value);
+            values.push(value);
+        }
+        if bytes > limits.max_bytes {
+            return Err(DbError::Invalid(format!(
+                "the query returns more than {} bytes ([database] max_query_bytes): select \
+                 fewer columns or rows",
+                limits.max_bytes
+            )));
         }
         out.push(values);
     }
@@ -682,6 +765,11 @@ fn writer_loop(
 
 fn run_batch(state: &mut WriterState, batch: &mut [Box<dyn WriteJob>]) -> Result<(), DbError> {
     state.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    // Under the write lock the schema cannot change until the commit.
+    if let Err(err) = state.tables.check_schema(&state.conn) {
+        let _ = state.conn.execute_batch("ROLLBACK");
+        return Err(err);
+    }
     for job in batch.iter_mut() {
         // A job's statement that fails rolls itself back (SQLite undoes a
         // failed statement); the rest of the batch commits.

@@ -77,13 +77,38 @@ pub struct TableInfo {
     inserts: std::sync::Mutex<InsertCache>,
 }
 
-/// Table shapes, read once per table by the writer.
+/// Table shapes, read once per table by the writer, and again after the
+/// schema changes (a Django migration while the server runs).
 #[derive(Default)]
 pub struct TableCache {
     tables: HashMap<String, Arc<TableInfo>>,
+    /// `PRAGMA schema_version` when the shapes were read.
+    schema_version: Option<i64>,
 }
 
+/// INSERT statements kept per table and grant; past it they are built for
+/// each row (a guest naming columns in ever new orders cannot grow memory).
+const MAX_INSERT_SHAPES: usize = 64;
+
 impl TableCache {
+    /// Forgets every shape if the schema changed since they were read.
+    /// SQLite bumps the schema version on every schema change, by any
+    /// connection of any process; reading it is a read of the database
+    /// header, nearly free.
+    pub fn check_schema(&mut self, conn: &Connection) -> Result<(), DbError> {
+        let version: i64 = conn
+            .prepare_cached("PRAGMA schema_version")?
+            .query_row([], |row| row.get(0))?;
+        if self.schema_version != Some(version) {
+            if self.schema_version.is_some() {
+                tracing::info!(version, "the database schema changed; table shapes read again");
+            }
+            self.tables.clear();
+            self.schema_version = Some(version);
+        }
+        Ok(())
+    }
+
     /// The shape of `table`, read from the schema on first use.
     pub fn get(&mut self, conn: &Connection, table: &str) -> Result<Arc<TableInfo>, DbError> {
         if let Some(info) = self.tables.get(table) {
@@ -167,6 +192,7 @@ impl TableInfo {
         if let Some(sql) = by_columns.get(&order) {
             return sql.clone();
         }
+        let keep = by_columns.len() < MAX_INSERT_SHAPES;
         let names: Vec<String> = values
             .iter()
             .map(|(column, _)| quote(&column.name))
@@ -181,7 +207,9 @@ impl TableInfo {
             names.join(", "),
             placeholders.join(", ")
         ));
-        by_columns.insert(order, sql.clone());
+        if keep {
+            by_columns.insert(order, sql.clone());
+        }
         sql
     }
 }

@@ -75,7 +75,8 @@ impl MemoryLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layer::{CLOSE_SLOW_CLIENT, Kick};
+    use crate::close::SLOW_CLIENT as CLOSE_SLOW_CLIENT;
+    use crate::layer::Kick;
     use tokio_util::sync::CancellationToken;
 
     #[test]

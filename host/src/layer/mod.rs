@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{LayerConfig, LayerKind};
 use crate::metrics::Metrics;
 pub use memory::MemoryLayer;
-pub use redis::{RedisLayer, RedisState};
+pub use redis::RedisLayer;
 
 /// Identifies a connection on this node.
 pub type ConnId = u64;
@@ -60,11 +60,24 @@ impl GroupEvent {
             rendered: tokio::sync::OnceCell::new(),
         })
     }
-}
 
-/// Close code for a client that cannot keep up (its send queue or mailbox is
-/// full). Application range, like Centrifugo's "slow" disconnect.
-pub const CLOSE_SLOW_CLIENT: u16 = 4008;
+    /// An event from its JSON text, which must be an object with a string
+    /// `type`; the error says what is wrong.
+    pub fn parse(json: impl Into<Box<str>>) -> Result<Event, String> {
+        #[derive(serde::Deserialize)]
+        struct Typed<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Option<std::borrow::Cow<'a, str>>,
+        }
+        let json = json.into();
+        let kind: Box<str> = match serde_json::from_str::<Typed<'_>>(&json) {
+            Ok(Typed { kind: Some(kind) }) => kind.into(),
+            Ok(Typed { kind: None }) => return Err("the event has no string \"type\"".into()),
+            Err(err) => return Err(format!("the event is not a JSON object: {err}")),
+        };
+        Ok(Self::new(json, kind))
+    }
+}
 
 /// Asks one connection to close with a code, from anywhere: the layer when
 /// its mailbox overflows, the server on shutdown.
@@ -104,7 +117,7 @@ impl Kick {
     /// The requested close code; 1001 (going away) when the server is shutting down.
     pub fn code(&self) -> u16 {
         match self.code.load(Ordering::Acquire) {
-            0 => 1001,
+            0 => crate::close::GOING_AWAY,
             code => code,
         }
     }
@@ -143,7 +156,7 @@ impl Mailbox {
                         "mailbox full: closing a client that cannot keep up"
                     );
                 }
-                self.kick.kick(CLOSE_SLOW_CLIENT);
+                self.kick.kick(crate::close::SLOW_CLIENT);
                 false
             }
             // The connection is already gone; it leaves its groups on the way out.
@@ -176,7 +189,8 @@ pub enum Layer {
 }
 
 impl Layer {
-    /// Builds the configured layer; the Redis layer's tasks run until `shutdown`.
+    /// Builds the configured layer (a validated config); the Redis layer's
+    /// tasks run until `shutdown`.
     pub fn new(
         config: &LayerConfig,
         metrics: Arc<Metrics>,
@@ -185,15 +199,7 @@ impl Layer {
         Ok(match config.kind {
             LayerKind::Memory => Layer::Memory(MemoryLayer::new(metrics)),
             LayerKind::Redis => {
-                let url = config.url.as_deref().ok_or(
-                    "[layer] kind = \"redis\" needs url, e.g. \"redis://127.0.0.1:6379/\"",
-                )?;
-                Layer::Redis(RedisLayer::start(
-                    url,
-                    &config.prefix,
-                    metrics,
-                    shutdown.clone(),
-                )?)
+                Layer::Redis(RedisLayer::start(config, metrics, shutdown.clone())?)
             }
         })
     }
@@ -206,6 +212,15 @@ impl Layer {
                 layer.group_add(group, mailbox);
             }
             Layer::Redis(layer) => layer.group_add(group, mailbox).await,
+        }
+    }
+
+    /// Members of a group (the layer's name for it) on this node.
+    #[cfg(feature = "test-support")]
+    pub fn members(&self, group: &str) -> usize {
+        match self {
+            Layer::Memory(layer) => layer.members(group),
+            Layer::Redis(layer) => layer.members(group),
         }
     }
 
@@ -228,47 +243,12 @@ impl Layer {
         }
     }
 
-    /// Members of a group on this node (for tests and metrics).
-    pub fn local_members(&self, group: &str) -> usize {
-        match self {
-            Layer::Memory(layer) => layer.members(group),
-            Layer::Redis(layer) => layer.members(group),
-        }
-    }
-
     /// The layer's own lines for `/metrics`.
-    pub fn render_metrics(&self) -> String {
+    pub fn render_metrics(&self, out: &mut String) {
         let Layer::Redis(layer) = self else {
-            return String::new();
+            return;
         };
-        let state = layer.state();
-        let mut out = String::new();
-        for (name, help, value) in [
-            (
-                "layer_published_total",
-                "Events published to other nodes.",
-                state.published.load(Ordering::Relaxed),
-            ),
-            (
-                "layer_received_total",
-                "Events received from other nodes.",
-                state.received.load(Ordering::Relaxed),
-            ),
-            (
-                "layer_publish_failures_total",
-                "Events that could not be published to other nodes.",
-                state.publish_failures.load(Ordering::Relaxed),
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP consumer_host_{name} {help}\n# TYPE consumer_host_{name} counter\nconsumer_host_{name} {value}\n"
-            ));
-        }
-        out.push_str(&format!(
-            "# HELP consumer_host_layer_connected Whether the Redis layer is connected.\n# TYPE consumer_host_layer_connected gauge\nconsumer_host_layer_connected {}\n",
-            u8::from(layer.connected())
-        ));
-        out
+        layer.render_metrics(out);
     }
 
     /// The layer's state for `/healthz`, and whether it is fully working.
@@ -295,15 +275,29 @@ mod tests {
 
     #[test]
     fn kick_keeps_the_first_code_and_shutdown_means_1001() {
+        use crate::close;
         let root = CancellationToken::new();
         let kick = Kick::child_of(&root);
         assert!(!kick.is_kicked());
-        kick.kick(CLOSE_SLOW_CLIENT);
-        kick.kick(1011);
-        assert_eq!(kick.code(), CLOSE_SLOW_CLIENT);
+        kick.kick(close::SLOW_CLIENT);
+        kick.kick(close::INTERNAL_ERROR);
+        assert_eq!(kick.code(), close::SLOW_CLIENT);
         let other = Kick::child_of(&root);
         root.cancel();
         assert!(other.is_kicked());
-        assert_eq!(other.code(), 1001);
+        assert_eq!(other.code(), close::GOING_AWAY);
+    }
+
+    #[test]
+    fn events_must_be_typed_objects() {
+        assert_eq!(
+            &*GroupEvent::parse(r#"{"type":"chat.message","body":"x"}"#)
+                .unwrap()
+                .kind,
+            "chat.message"
+        );
+        for bad in [r#"{"body":"x"}"#, r#"{"type":7}"#, "[1]", "nope"] {
+            assert!(GroupEvent::parse(bad).is_err(), "{bad}");
+        }
     }
 }

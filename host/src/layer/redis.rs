@@ -14,32 +14,48 @@
 //!   memberships, and when a node dies Redis drops its connection and with
 //!   it every subscription. There is nothing to expire and nothing to leak.
 //!
+//! **Every event is authenticated.** A node signs what it publishes with
+//! HMAC-SHA256 under `[layer] key` (shared by the nodes, not by Redis), over
+//! the channel, its node id, a sequence number, the time and the event. A
+//! node delivers an event only if the tag is right, it is recent
+//! ([`MAX_AGE`]) and its sequence number is above the last one heard from
+//! that node. So a client of Redis that is not a node cannot forge an event
+//! into a group nor move one to another group, and a replayed or re-sent
+//! event is delivered at most once: when a publish fails half-way and the
+//! batch is sent again on a new connection, receivers drop what they
+//! already had. What Redis access still allows is in the README ("Several
+//! nodes").
+//!
 //! When Redis is unreachable the node keeps serving its own members.
 //! Publishing and subscribing reconnect with backoff. Events for other nodes
-//! wait in a bounded queue: those still fresh (`MAX_STALE`) when Redis is
-//! back are published then, in order; older ones, and any that find the
-//! queue full, are counted as not delivered across nodes and logged (at most
-//! once a second), never queued without bound. On reconnecting, the node
-//! subscribes again to every group it has members in. `/healthz` shows the
-//! layer's state.
+//! wait in a queue bounded in bytes (`[layer] publish_queue_bytes`): those
+//! still fresh ([`MAX_STALE`]) when Redis is back are published then, in
+//! order; older ones, and any that find the queue full, are counted as not
+//! relayed and logged (at most once a second), never queued without bound.
+//! On reconnecting, the node subscribes again to every group it has members
+//! in. `/healthz` shows the layer's state.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{ConnId, Event, GroupEvent, Mailbox, MemoryLayer};
-use crate::metrics::Metrics;
+use crate::config::{LayerConfig, redact_url};
+use crate::metrics::{Metrics, write_metric};
 
-/// Events waiting to be published; past this they are counted as failed.
-const PUBLISH_QUEUE: usize = 16_384;
 /// An event not published within this long (Redis was away) is dropped and
 /// counted: a chat message minutes late is worse than one not relayed.
 const MAX_STALE: Duration = Duration::from_secs(5);
+/// An event stamped further than this from the receiver's clock is refused
+/// (a replay, or a node with a wrong clock).
+pub const MAX_AGE: Duration = Duration::from_secs(60);
 /// Events published in one round trip.
 const PUBLISH_BATCH: usize = 256;
 /// How long `group-add` waits for Redis to confirm a new subscription.
@@ -47,9 +63,26 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 /// Backoff between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The format of a published event, first on its header line.
+const FORMAT: &str = "ch1";
 
-/// An event for other nodes: its channel, payload, and when it was sent.
-type Outgoing = (String, Arc<str>, Instant);
+/// An event for other nodes, before it is signed.
+struct Outgoing {
+    channel: String,
+    json: Arc<str>,
+    enqueued: Instant,
+    /// Its share of the queue's bytes, given back once it is gone.
+    queued_bytes: usize,
+}
+
+/// An event signed and ready to publish (again, after a failure).
+struct Sealed {
+    channel: String,
+    payload: Vec<u8>,
+    enqueued: Instant,
+    /// Its share of the queue's bytes, given back once it is gone.
+    queued_bytes: usize,
+}
 
 enum Control {
     Subscribe(String, oneshot::Sender<()>),
@@ -65,10 +98,137 @@ pub struct RedisState {
     pub publishing: AtomicBool,
     /// Events that could not be published to other nodes.
     pub publish_failures: AtomicU64,
-    /// Events received from other nodes.
+    /// Events received from other nodes and delivered.
     pub received: AtomicU64,
     /// Events published.
     pub published: AtomicU64,
+    /// Events refused: a bad tag, too old, or malformed.
+    pub rejected: AtomicU64,
+    /// Events heard twice (re-sent after a failed publish, or replayed) and
+    /// delivered once.
+    pub duplicates: AtomicU64,
+    /// Bytes of events waiting to be published.
+    pub queued_bytes: AtomicUsize,
+}
+
+/// Signs and checks published events.
+#[derive(Clone)]
+struct Signer {
+    mac: Hmac<Sha256>,
+}
+
+/// An event that passed the checks.
+#[derive(Debug, PartialEq)]
+struct Opened<'p> {
+    node: &'p str,
+    seq: u64,
+    json: &'p str,
+}
+
+/// Why an event from Redis was refused.
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum Refused {
+    #[error("malformed")]
+    Malformed,
+    #[error("bad tag")]
+    BadTag,
+    #[error("stamped {0} ms from now")]
+    Stale(u128),
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis())
+}
+
+impl Signer {
+    fn new(key: &str) -> Self {
+        Self {
+            mac: Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key"),
+        }
+    }
+
+    fn tag(&self, channel: &str, header: &str, json: &str) -> Hmac<Sha256> {
+        let mut mac = self.mac.clone();
+        for part in [channel, "\n", header, "\n", json] {
+            mac.update(part.as_bytes());
+        }
+        mac
+    }
+
+    /// `ch1 <node> <seq> <unix ms> <tag>\n<json>`
+    fn seal(&self, channel: &str, node: &str, seq: u64, now_ms: u128, json: &str) -> Vec<u8> {
+        let header = format!("{FORMAT} {node} {seq} {now_ms}");
+        let tag = hex::encode(self.tag(channel, &header, json).finalize().into_bytes());
+        format!("{header} {tag}\n{json}").into_bytes()
+    }
+
+    fn open<'p>(
+        &self,
+        channel: &str,
+        payload: &'p [u8],
+        now_ms: u128,
+    ) -> Result<Opened<'p>, Refused> {
+        let payload = std::str::from_utf8(payload).map_err(|_| Refused::Malformed)?;
+        let (head, json) = payload.split_once('\n').ok_or(Refused::Malformed)?;
+        let (header, tag) = head.rsplit_once(' ').ok_or(Refused::Malformed)?;
+        let mut fields = header.split(' ');
+        let (Some(FORMAT), Some(node), Some(seq), Some(stamp), None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            return Err(Refused::Malformed);
+        };
+        let tag = hex::decode(tag).map_err(|_| Refused::Malformed)?;
+        self.tag(channel, header, json)
+            .verify_slice(&tag)
+            .map_err(|_| Refused::BadTag)?;
+        let seq = seq.parse().map_err(|_| Refused::Malformed)?;
+        let stamp: u128 = stamp.parse().map_err(|_| Refused::Malformed)?;
+        let skew = now_ms.abs_diff(stamp);
+        if skew > MAX_AGE.as_millis() {
+            return Err(Refused::Stale(skew));
+        }
+        Ok(Opened { node, seq, json })
+    }
+}
+
+/// The last sequence number heard from each node, kept while it is recent.
+#[derive(Default)]
+struct Seen {
+    last: HashMap<String, (u64, Instant)>,
+    swept: Option<Instant>,
+}
+
+impl Seen {
+    /// Whether `seq` from `node` is new (and remembers it).
+    fn is_new(&mut self, node: &str, seq: u64) -> bool {
+        let now = Instant::now();
+        // Nodes quiet for longer than an event may be old can be forgotten:
+        // anything they sent before is refused as stale anyway.
+        if self.swept.is_none_or(|swept| now - swept > MAX_AGE) {
+            self.last.retain(|_, (_, heard)| now - *heard <= MAX_AGE * 2);
+            self.swept = Some(now);
+        }
+        match self.last.get_mut(node) {
+            Some((last, heard)) => {
+                *heard = now;
+                if seq <= *last {
+                    return false;
+                }
+                *last = seq;
+                true
+            }
+            None => {
+                self.last.insert(node.to_string(), (seq, now));
+                true
+            }
+        }
+    }
 }
 
 /// Groups spanning every node that uses the same Redis and prefix.
@@ -76,31 +236,57 @@ pub struct RedisLayer {
     local: Arc<MemoryLayer>,
     node: Arc<str>,
     prefix: Arc<str>,
-    publish: mpsc::Sender<Outgoing>,
+    publish: mpsc::UnboundedSender<Outgoing>,
+    max_queued_bytes: usize,
     control: mpsc::UnboundedSender<Control>,
     state: Arc<RedisState>,
+    log: Mutex<Throttled>,
+}
+
+fn client(config: &LayerConfig) -> Result<redis::Client, String> {
+    let url = config.url.as_deref().ok_or("[layer] url is not set")?;
+    let shown = redact_url(url);
+    let fail = |err: &dyn std::fmt::Display| format!("[layer] url {shown:?}: {err}");
+    match &config.ca_file {
+        None => redis::Client::open(url).map_err(|err| fail(&err)),
+        Some(path) => {
+            let root_cert = std::fs::read(path)
+                .map_err(|err| format!("[layer] ca_file {}: {err}", path.display()))?;
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )
+            .map_err(|err| fail(&err))
+        }
+    }
 }
 
 impl RedisLayer {
     /// Starts the publishing and subscribing tasks; they run until `shutdown`.
     pub fn start(
-        url: &str,
-        prefix: &str,
+        config: &LayerConfig,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Result<Self, String> {
-        let client =
-            redis::Client::open(url).map_err(|err| format!("[layer] url {url:?}: {err}"))?;
-        let local = Arc::new(MemoryLayer::new(metrics.clone()));
+        let client = client(config)?;
+        let signer = Signer::new(config.key.as_deref().ok_or("[layer] key is not set")?);
+        let local = Arc::new(MemoryLayer::new(metrics));
         let node: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
-        let prefix: Arc<str> = Arc::from(prefix);
+        let prefix: Arc<str> = Arc::from(config.prefix.as_str());
         let state = Arc::new(RedisState::default());
-        let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (publish, publish_rx) = mpsc::unbounded_channel();
         let (control, control_rx) = mpsc::unbounded_channel();
         tokio::spawn(publisher(
             client.clone(),
             publish_rx,
-            state.clone(),
+            Publisher {
+                node: node.clone(),
+                signer: signer.clone(),
+                state: state.clone(),
+            },
             shutdown.clone(),
         ));
         tokio::spawn(subscriber(
@@ -108,20 +294,25 @@ impl RedisLayer {
             control_rx,
             Subscriber {
                 local: local.clone(),
-                node: node.clone(),
                 prefix: prefix.clone(),
+                node: node.clone(),
+                signer,
+                seen: Seen::default(),
                 state: state.clone(),
+                log: Throttled::new(),
             },
             shutdown,
         ));
-        tracing::info!(node = %node, prefix = %prefix, "Redis channel layer started");
+        tracing::info!(node = %node, prefix = %prefix, url = %redact_url(config.url.as_deref().unwrap_or("")), "Redis channel layer started");
         Ok(Self {
             local,
             node,
             prefix,
             publish,
+            max_queued_bytes: config.publish_queue_bytes,
             control,
             state,
+            log: Mutex::new(Throttled::new()),
         })
     }
 
@@ -159,24 +350,38 @@ impl RedisLayer {
     /// Delivers to this node's members and publishes for the others.
     pub fn group_send(&self, group: &str, event: &Event) -> usize {
         let delivered = self.local.group_send(group, event);
-        let payload: Arc<str> = Arc::from(format!("{}\n{}", self.node, event.json));
-        if self
-            .publish
-            .try_send((self.channel(group), payload, Instant::now()))
-            .is_err()
-        {
-            let failures = self.state.publish_failures.fetch_add(1, Ordering::Relaxed) + 1;
-            if failures.is_power_of_two() {
-                tracing::warn!(
-                    failures,
-                    "Redis publish queue full: events not sent to other nodes"
-                );
-            }
+        let channel = self.channel(group);
+        // The event, its channel and the signed header that will go with it.
+        let bytes = event.json.len() + channel.len() + 128;
+        let queued = self.state.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if queued > self.max_queued_bytes {
+            self.state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.not_relayed("the Redis publish queue is full ([layer] publish_queue_bytes)");
+            return delivered;
+        }
+        let outgoing = Outgoing {
+            channel,
+            json: Arc::from(&*event.json),
+            enqueued: Instant::now(),
+            queued_bytes: bytes,
+        };
+        if self.publish.send(outgoing).is_err() {
+            self.state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.not_relayed("the Redis publisher has stopped");
         }
         delivered
     }
 
+    fn not_relayed(&self, why: &str) {
+        self.state.publish_failures.fetch_add(1, Ordering::Relaxed);
+        self.log
+            .lock()
+            .expect("not poisoned")
+            .warn("an event was not relayed to other nodes", &why);
+    }
+
     /// Members of a group on this node.
+    #[cfg(feature = "test-support")]
     pub fn members(&self, group: &str) -> usize {
         self.local.members(group)
     }
@@ -187,10 +392,11 @@ impl RedisLayer {
         serde_json::json!({
             "kind": "redis",
             "node": &*self.node,
-            "connected": state.subscribed.load(Ordering::Relaxed) && state.publishing.load(Ordering::Relaxed),
+            "connected": self.connected(),
             "published": state.published.load(Ordering::Relaxed),
             "received": state.received.load(Ordering::Relaxed),
             "publish_failures": state.publish_failures.load(Ordering::Relaxed),
+            "rejected": state.rejected.load(Ordering::Relaxed),
         })
     }
 
@@ -200,9 +406,52 @@ impl RedisLayer {
             && self.state.publishing.load(Ordering::Relaxed)
     }
 
-    /// The counters, for `/metrics`.
-    pub fn state(&self) -> &RedisState {
-        &self.state
+    /// The layer's lines for `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let state = &self.state;
+        for (name, help, value) in [
+            (
+                "layer_published_total",
+                "Events published to other nodes.",
+                state.published.load(Ordering::Relaxed),
+            ),
+            (
+                "layer_received_total",
+                "Events received from other nodes and delivered.",
+                state.received.load(Ordering::Relaxed),
+            ),
+            (
+                "layer_publish_failures_total",
+                "Events that could not be published to other nodes.",
+                state.publish_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "layer_rejected_total",
+                "Events from Redis refused: a bad tag, too old, or malformed.",
+                state.rejected.load(Ordering::Relaxed),
+            ),
+            (
+                "layer_duplicates_total",
+                "Events heard twice from Redis and delivered once.",
+                state.duplicates.load(Ordering::Relaxed),
+            ),
+        ] {
+            write_metric(out, name, "counter", help, value);
+        }
+        write_metric(
+            out,
+            "layer_queued_bytes",
+            "gauge",
+            "Bytes of events waiting to be published to other nodes.",
+            state.queued_bytes.load(Ordering::Relaxed) as u64,
+        );
+        write_metric(
+            out,
+            "layer_connected",
+            "gauge",
+            "Whether the Redis layer is connected.",
+            u64::from(self.connected()),
+        );
     }
 }
 
@@ -244,18 +493,53 @@ impl Throttled {
     }
 }
 
+/// What the publishing task needs.
+struct Publisher {
+    node: Arc<str>,
+    signer: Signer,
+    state: Arc<RedisState>,
+}
+
+impl Publisher {
+    /// Signs events in the order they were sent: sequence numbers are given
+    /// here, by the one task that publishes, so they rise in publish order.
+    fn seal(&self, seq: &mut u64, event: Outgoing) -> Sealed {
+        *seq += 1;
+        let payload = self
+            .signer
+            .seal(&event.channel, &self.node, *seq, unix_ms(), &event.json);
+        Sealed {
+            queued_bytes: event.queued_bytes,
+            channel: event.channel,
+            payload,
+            enqueued: event.enqueued,
+        }
+    }
+
+    /// Gives an event's bytes back to the queue's budget.
+    fn release(&self, sealed: &Sealed) {
+        self.state
+            .queued_bytes
+            .fetch_sub(sealed.queued_bytes, Ordering::Relaxed);
+    }
+}
+
 async fn publisher(
     client: redis::Client,
-    mut queue: mpsc::Receiver<Outgoing>,
-    state: Arc<RedisState>,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+    this: Publisher,
     shutdown: CancellationToken,
 ) {
+    let state = &this.state;
     let mut delay = BACKOFF_MIN;
     let mut log = Throttled::new();
+    let mut seq = 0u64;
     // Events taken from the queue and not yet published: after a failure
     // they are sent again on the next connection (if still fresh), because a
-    // connection that died while idle only says so on the next send.
-    let mut batch: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
+    // connection that died while idle only says so on the next send. Those
+    // Redis took before the failure are dropped by the receivers as
+    // duplicates (same sequence numbers): each is delivered once.
+    let mut batch: Vec<Sealed> = Vec::with_capacity(PUBLISH_BATCH);
     loop {
         let mut connection = loop {
             match client.get_multiplexed_tokio_connection().await {
@@ -280,17 +564,23 @@ async fn publisher(
                         None => return,
                     },
                 };
-                batch.push(first);
+                batch.push(this.seal(&mut seq, first));
             }
             while batch.len() < PUBLISH_BATCH {
                 match queue.try_recv() {
-                    Ok(next) => batch.push(next),
+                    Ok(next) => batch.push(this.seal(&mut seq, next)),
                     Err(_) => break,
                 }
             }
             // What waited too long while Redis was away is dropped and counted.
             let before = batch.len();
-            batch.retain(|(_, _, enqueued)| enqueued.elapsed() <= MAX_STALE);
+            batch.retain(|sealed| {
+                let fresh = sealed.enqueued.elapsed() <= MAX_STALE;
+                if !fresh {
+                    this.release(sealed);
+                }
+                fresh
+            });
             state
                 .publish_failures
                 .fetch_add((before - batch.len()) as u64, Ordering::Relaxed);
@@ -299,10 +589,10 @@ async fn publisher(
             }
             // One round trip for the batch, in order.
             let mut pipe = redis::pipe();
-            for (channel, payload, _) in &batch {
+            for sealed in &batch {
                 pipe.cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(payload.as_bytes())
+                    .arg(&sealed.channel)
+                    .arg(&sealed.payload)
                     .ignore();
             }
             match pipe.query_async::<()>(&mut connection).await {
@@ -310,7 +600,9 @@ async fn publisher(
                     state
                         .published
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    batch.clear();
+                    for sealed in batch.drain(..) {
+                        this.release(&sealed);
+                    }
                 }
                 Err(err) => {
                     state.publishing.store(false, Ordering::Relaxed);
@@ -335,9 +627,12 @@ fn group_of<'c>(prefix: &str, channel: &'c str) -> Option<&'c str> {
 /// What the subscribing task needs.
 struct Subscriber {
     local: Arc<MemoryLayer>,
-    node: Arc<str>,
     prefix: Arc<str>,
+    node: Arc<str>,
+    signer: Signer,
+    seen: Seen,
     state: Arc<RedisState>,
+    log: Throttled,
 }
 
 impl Subscriber {
@@ -345,44 +640,48 @@ impl Subscriber {
         channel_name(&self.prefix, group)
     }
 
-    /// Hands an event from another node to this node's members.
-    fn deliver(&self, message: &redis::Msg) {
-        let Some(group) = group_of(&self.prefix, message.get_channel_name()) else {
+    /// Hands an event from another node to this node's members, if it is
+    /// authentic, recent and new.
+    fn deliver(&mut self, message: &redis::Msg) {
+        let channel = message.get_channel_name();
+        let Some(group) = group_of(&self.prefix, channel) else {
             return;
         };
-        let payload = message.get_payload_bytes();
-        let Ok(payload) = std::str::from_utf8(payload) else {
-            return;
-        };
-        let Some((origin, json)) = payload.split_once('\n') else {
-            return;
+        let opened = match self
+            .signer
+            .open(channel, message.get_payload_bytes(), unix_ms())
+        {
+            Ok(opened) => opened,
+            Err(why) => {
+                self.state.rejected.fetch_add(1, Ordering::Relaxed);
+                self.log.warn(
+                    "refused an event from Redis (not signed with [layer] key by a node, or too old)",
+                    &why,
+                );
+                return;
+            }
         };
         // This node delivered its own events when it sent them.
-        if origin == &*self.node {
+        if opened.node == &*self.node {
             return;
         }
-        #[derive(serde::Deserialize)]
-        struct Typed<'a> {
-            #[serde(rename = "type", borrow)]
-            kind: std::borrow::Cow<'a, str>,
+        if !self.seen.is_new(opened.node, opened.seq) {
+            self.state.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
         }
-        let Ok(typed) = serde_json::from_str::<Typed<'_>>(json) else {
-            tracing::warn!(
-                group,
-                "an event from another node is not a typed JSON object; dropped"
-            );
+        let Ok(event) = GroupEvent::parse(opened.json) else {
+            self.state.rejected.fetch_add(1, Ordering::Relaxed);
             return;
         };
         self.state.received.fetch_add(1, Ordering::Relaxed);
-        self.local
-            .group_send(group, &GroupEvent::new(json, typed.kind.as_ref()));
+        self.local.group_send(group, &event);
     }
 }
 
 async fn subscriber(
     client: redis::Client,
     mut control: mpsc::UnboundedReceiver<Control>,
-    this: Subscriber,
+    mut this: Subscriber,
     shutdown: CancellationToken,
 ) {
     let mut delay = BACKOFF_MIN;
@@ -474,16 +773,81 @@ mod tests {
 
     #[test]
     fn channel_names_round_trip() {
-        let channel = channel_name("chat-prod", "chat_22de0f4f-c84e-47be-889c-d61b856492bd");
+        let channel = channel_name("chat-prod", "chat:chat_22de0f4f-c84e-47be-889c-d61b856492bd");
         assert_eq!(
             channel,
-            "chat-prod:group:chat_22de0f4f-c84e-47be-889c-d61b856492bd"
+            "chat-prod:group:chat:chat_22de0f4f-c84e-47be-889c-d61b856492bd"
         );
         assert_eq!(
             group_of("chat-prod", &channel),
-            Some("chat_22de0f4f-c84e-47be-889c-d61b856492bd")
+            Some("chat:chat_22de0f4f-c84e-47be-889c-d61b856492bd")
         );
         assert_eq!(group_of("other", &channel), None);
         assert_eq!(group_of("chat-prod", "chat-prod:other:x"), None);
+    }
+
+    const KEY: &str = "a-layer-key-of-at-least-32-bytes!!";
+
+    #[test]
+    fn only_events_signed_with_the_key_open() {
+        let signer = Signer::new(KEY);
+        let now = unix_ms();
+        let json = r#"{"type":"chat.message","body":"hi"}"#;
+        let sealed = signer.seal("p:group:chat:room", "node1", 7, now, json);
+        assert_eq!(
+            signer.open("p:group:chat:room", &sealed, now),
+            Ok(Opened {
+                node: "node1",
+                seq: 7,
+                json
+            })
+        );
+        // Another key, another channel, a changed event or header: refused.
+        let other = Signer::new("another-key-of-at-least-32-bytes!!!");
+        assert_eq!(
+            other.open("p:group:chat:room", &sealed, now),
+            Err(Refused::BadTag)
+        );
+        assert_eq!(
+            signer.open("p:group:chat:other", &sealed, now),
+            Err(Refused::BadTag)
+        );
+        let text = String::from_utf8(sealed.clone()).unwrap();
+        let forged = text.replace("hi", "ho");
+        assert_eq!(
+            signer.open("p:group:chat:room", forged.as_bytes(), now),
+            Err(Refused::BadTag)
+        );
+        let renumbered = text.replacen(" 7 ", " 8 ", 1);
+        assert_eq!(
+            signer.open("p:group:chat:room", renumbered.as_bytes(), now),
+            Err(Refused::BadTag)
+        );
+        // The unsigned format of earlier versions, and garbage.
+        for bad in [
+            format!("node1\n{json}").into_bytes(),
+            b"ch1 a b c d\n{}".to_vec(),
+            vec![0xff, 0xfe],
+            Vec::new(),
+        ] {
+            assert!(signer.open("p:group:chat:room", &bad, now).is_err());
+        }
+        // Too old, or from the future.
+        let late = now + MAX_AGE.as_millis() + 1_000;
+        assert!(matches!(
+            signer.open("p:group:chat:room", &sealed, late),
+            Err(Refused::Stale(_))
+        ));
+    }
+
+    #[test]
+    fn each_sequence_number_is_new_once() {
+        let mut seen = Seen::default();
+        assert!(seen.is_new("a", 1));
+        assert!(seen.is_new("a", 2));
+        assert!(!seen.is_new("a", 2), "a re-sent event");
+        assert!(!seen.is_new("a", 1), "a replayed event");
+        assert!(seen.is_new("b", 1), "another node counts on its own");
+        assert!(seen.is_new("a", 10), "gaps are events for groups not heard here");
     }
 }

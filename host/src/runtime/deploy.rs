@@ -15,17 +15,13 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use super::host::ConnState;
+use super::conn::ConnState;
 use super::session::{self, Fault};
-use super::{Consumer, LoadError, ModuleVersion};
-use crate::services::Services;
+use super::{Consumer, LoadError, ModuleVersion, Runtime};
 
 /// Why a deploy or rollback did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    /// No consumer of that name is configured.
-    #[error("no consumer named {0:?}")]
-    UnknownConsumer(String),
     /// Not a component of the consumer world.
     #[error("{0}")]
     Invalid(#[from] LoadError),
@@ -52,7 +48,7 @@ pub struct Deployed {
 /// Compiles, checks and activates `bytes` as the new version of `consumer`.
 /// `source` says where they came from (`admin:<address>`, `file:<path>`).
 pub async fn deploy(
-    services: &Arc<Services>,
+    runtime: &Runtime,
     consumer: &Arc<Consumer>,
     bytes: Vec<u8>,
     source: String,
@@ -69,18 +65,19 @@ pub async fn deploy(
             elapsed: started.elapsed(),
         });
     }
-    let result = check(services, consumer, bytes, source.clone()).await;
+    let metrics = &runtime.caps().metrics;
+    let result = check(runtime, consumer, bytes, source.clone()).await;
     let version = match result {
         Ok(version) => version,
         Err(err) => {
-            services.metrics.deploy_refusals.inc();
+            metrics.deploy_refusals.inc();
             tracing::warn!(consumer = consumer.name(), %source, error = %err, "deploy refused; the current version keeps serving");
             return Err(err);
         }
     };
-    let previous = consumer.activate(version.clone(), services.config.runtime.keep_versions);
+    let previous = consumer.activate(version.clone(), runtime.keep_versions());
     let elapsed = started.elapsed();
-    services.metrics.deploys.inc();
+    metrics.deploys.inc();
     tracing::info!(
         consumer = consumer.name(),
         from = previous.short(),
@@ -99,14 +96,14 @@ pub async fn deploy(
 }
 
 async fn check(
-    services: &Arc<Services>,
+    runtime: &Runtime,
     consumer: &Arc<Consumer>,
     bytes: Vec<u8>,
     source: String,
 ) -> Result<Arc<ModuleVersion>, DeployError> {
-    let version = services.runtime.compile(bytes, source).await?;
-    let probe = ConnState::probe(consumer.clone(), services.clone());
-    session::trial(services.runtime.engine(), consumer, probe, &version)
+    let version = runtime.compile(bytes, source).await?;
+    let probe = ConnState::probe(consumer.clone(), runtime.caps().clone());
+    session::trial(consumer, probe, &version)
         .await
         .map_err(DeployError::Refused)?;
     Ok(Arc::new(version))
@@ -114,7 +111,7 @@ async fn check(
 
 /// Makes the previous version current again.
 pub async fn roll_back(
-    services: &Arc<Services>,
+    runtime: &Runtime,
     consumer: &Arc<Consumer>,
     who: &str,
 ) -> Result<(Arc<ModuleVersion>, Arc<ModuleVersion>), DeployError> {
@@ -122,7 +119,7 @@ pub async fn roll_back(
     let (from, to) = consumer
         .roll_back()
         .ok_or_else(|| DeployError::NothingToRollBack(consumer.name().to_string()))?;
-    services.metrics.rollbacks.inc();
+    runtime.caps().metrics.rollbacks.inc();
     tracing::info!(
         consumer = consumer.name(),
         from = from.short(),

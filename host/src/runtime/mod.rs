@@ -1,25 +1,32 @@
 //! The WebAssembly runtime: one engine, the consumers and their versions.
 //!
-//! - [`bindings`]: the generated Rust side of the WIT world.
-//! - [`host`]: the host imports a consumer calls (`send`, `group-send`, `db-insert`...).
-//! - [`session`]: one connection's consumer instance, created, called, replaced
-//!   and evicted as DESIGN.md's "instances are disposable" rule allows.
+//! - [`bindings`]: the generated Rust side of the WIT world (0.2.0 and 0.1.0).
+//! - [`imports`]: the host imports a consumer calls, one file per interface.
+//! - [`conn`]: what a connection owns across instances, and the narrow
+//!   [`Capabilities`] imports may use.
+//! - [`session`]: one connection's consumer instance, created, called,
+//!   replaced and evicted (instances are disposable).
+//! - [`render`]: pure events rendered once for every member.
+//! - [`deploy`] and [`watch`]: hot swap, by request or by file change.
 //!
 //! A module is compiled once into a [`ModuleVersion`] (compiled code plus an
 //! `InstancePre` with every import resolved) off the async reactor; each
 //! connection instantiates it into its own `Store`. The current version of a
 //! consumer sits behind an atomic pointer, so making a new one current is a
 //! single swap that the next event of every connection observes.
+//!
+//! The runtime depends on the database, the layer and the metrics (through
+//! [`Capabilities`]), never on the HTTP side of the node.
 
 pub mod bindings;
+pub mod conn;
 pub mod deploy;
-pub mod host;
+pub mod imports;
 pub mod render;
 pub mod session;
 pub mod watch;
 
-use std::collections::HashMap;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,15 +34,16 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{
     Config as EngineConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
 
 use crate::config::{ConsumerConfig, RuntimeConfig};
 use crate::db::Grant;
-pub use host::HostState;
-pub use session::{Fault, Session};
+pub use conn::Capabilities;
+use imports::HostState;
+pub use session::Fault;
 
 /// How often the epoch advances; CPU deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -55,16 +63,21 @@ pub enum LoadError {
     /// missing export, an import the host does not provide...).
     #[error("not a valid consumer component: {0}")]
     Invalid(String),
+    /// The compiler could not be run (no thread, or it panicked).
+    #[error("compiling failed: {0}")]
+    Compiler(String),
 }
 
 /// The engine and every configured consumer.
 pub struct Runtime {
     compiler: Arc<Compiler>,
-    consumers: HashMap<String, Arc<Consumer>>,
+    consumers: BTreeMap<String, Arc<Consumer>>,
+    caps: Arc<Capabilities>,
+    keep_versions: usize,
     ticker: Arc<AtomicBool>,
 }
 
-/// What compiling a module needs: cheap to clone onto a blocking thread.
+/// What compiling a module needs: cheap to clone onto a compiling thread.
 struct Compiler {
     engine: Engine,
     linker: Linker<HostState>,
@@ -75,7 +88,7 @@ impl Compiler {
         let invalid = |err: wasmtime::Error| LoadError::Invalid(format!("{err:#}"));
         let component = Component::new(&self.engine, bytes).map_err(invalid)?;
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
-        let pre = bindings::ConsumerPre::new(pre).map_err(invalid)?;
+        let pre = bindings::ExportsPre::new(pre).map_err(LoadError::Invalid)?;
         Ok(ModuleVersion {
             id: NEXT_VERSION.fetch_add(1, Ordering::Relaxed),
             info: OnceLock::new(),
@@ -92,49 +105,50 @@ impl Compiler {
     }
 }
 
+fn engine_config(config: &RuntimeConfig, max_memory_bytes: usize) -> EngineConfig {
+    let mut engine_config = EngineConfig::new();
+    engine_config.epoch_interruption(true);
+    engine_config.wasm_component_model(true);
+    // One compile thread (see `Runtime::compile`): deploys must not take every core.
+    engine_config.parallel_compilation(false);
+    engine_config.max_wasm_stack(config.max_wasm_stack_bytes);
+    engine_config.async_stack_size(config.max_wasm_stack_bytes + 256 * 1024);
+    // Memories stay where they are (no moves) up to the reservation; the
+    // small guard keeps each instance's address space modest, paid for
+    // with explicit bounds checks.
+    engine_config.memory_reservation(max_memory_bytes.next_power_of_two() as u64);
+    engine_config.memory_guard_size(64 * 1024);
+    engine_config.memory_reservation_for_growth(0);
+    if config.pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        let instances = u32::try_from(config.max_instances).unwrap_or(u32::MAX / 8);
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(4))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(4))
+            .total_stacks(instances)
+            .max_memory_size(max_memory_bytes)
+            .max_memories_per_component(2)
+            .max_tables_per_component(4)
+            .max_core_instances_per_component(8);
+        engine_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    engine_config
+}
+
 impl Runtime {
     /// Builds the engine (pooling allocator, epoch interruption, async) and
     /// the linker with the consumer world's imports and WASI.
-    pub fn new(config: &RuntimeConfig, max_memory_bytes: usize) -> anyhow::Result<Self> {
-        let mut engine_config = EngineConfig::new();
-        engine_config.epoch_interruption(true);
-        engine_config.wasm_component_model(true);
-        // One compile thread (see `compile`): deploys must not take every core.
-        engine_config.parallel_compilation(false);
-        engine_config.max_wasm_stack(config.max_wasm_stack_bytes);
-        engine_config.async_stack_size(config.max_wasm_stack_bytes + 256 * 1024);
-        // Memories stay where they are (no moves) up to the reservation; the
-        // small guard keeps each instance's address space modest, paid for
-        // with explicit bounds checks.
-        engine_config.memory_reservation(max_memory_bytes.next_power_of_two() as u64);
-        engine_config.memory_guard_size(64 * 1024);
-        engine_config.memory_reservation_for_growth(0);
-        if config.pooling {
-            let mut pool = PoolingAllocationConfig::new();
-            let instances = u32::try_from(config.max_instances).unwrap_or(u32::MAX / 8);
-            pool.total_component_instances(instances)
-                .total_core_instances(instances * 4)
-                .total_memories(instances * 2)
-                .total_tables(instances * 4)
-                .total_stacks(instances)
-                .max_memory_size(max_memory_bytes)
-                .max_memories_per_component(2)
-                .max_tables_per_component(4)
-                .max_core_instances_per_component(8);
-            engine_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        }
-        let engine = Engine::new(&engine_config)
+    pub fn new(
+        config: &RuntimeConfig,
+        max_memory_bytes: usize,
+        caps: Arc<Capabilities>,
+    ) -> anyhow::Result<Self> {
+        let engine = Engine::new(&engine_config(config, max_memory_bytes))
             .map_err(|err| anyhow::anyhow!("cannot configure wasmtime: {err}"))?;
-
         let mut linker = Linker::<HostState>::new(&engine);
-        bindings::Consumer::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
-            state
-        })
-        .map_err(|err| anyhow::anyhow!("linking the consumer world: {err}"))?;
-        // Guests built for wasm32-wasip2 import WASI; give them a sandboxed
-        // WASI (no files, no network, no environment).
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|err| anyhow::anyhow!("linking WASI: {err}"))?;
+        bindings::add_imports(&mut linker)
+            .map_err(|err| anyhow::anyhow!("linking the consumer world: {err}"))?;
 
         let ticker = Arc::new(AtomicBool::new(true));
         let running = ticker.clone();
@@ -150,7 +164,9 @@ impl Runtime {
 
         Ok(Self {
             compiler: Arc::new(Compiler { engine, linker }),
-            consumers: HashMap::new(),
+            consumers: BTreeMap::new(),
+            caps,
+            keep_versions: config.keep_versions,
             ticker,
         })
     }
@@ -160,11 +176,15 @@ impl Runtime {
         &self.compiler.engine
     }
 
-    /// Compiles and links a component on a blocking thread, so compilation
-    /// never stalls the reactor.
-    /// Compilation runs on a thread of its own, one core's worth (no
-    /// parallel compilation) and at a lower scheduling priority, so that on
-    /// a small machine a deploy does not starve the connections it serves.
+    /// What host imports may use.
+    pub fn caps(&self) -> &Arc<Capabilities> {
+        &self.caps
+    }
+
+    /// Compiles and links a component on a thread of its own, one core's
+    /// worth (no parallel compilation) and at a lower scheduling priority,
+    /// so that compiling never stalls the reactor and, on a small machine, a
+    /// deploy does not starve the connections it serves.
     pub async fn compile(
         &self,
         bytes: Vec<u8>,
@@ -178,10 +198,10 @@ impl Runtime {
                 lower_priority();
                 let _ = done.send(compiler.compile(&bytes, &source));
             })
-            .map_err(|err| LoadError::Invalid(format!("cannot start compiling: {err}")))?;
+            .map_err(|err| LoadError::Compiler(format!("cannot start a thread: {err}")))?;
         result
             .await
-            .map_err(|_| LoadError::Invalid("compilation panicked".into()))?
+            .map_err(|_| LoadError::Compiler("the compiler panicked".into()))?
     }
 
     /// Reads and compiles a consumer's module file, and registers the
@@ -204,13 +224,16 @@ impl Runtime {
             consumer = name,
             sha256 = %version.sha256,
             size = version.size,
+            world = version.world_version(),
             module = %path.display(),
             "consumer loaded"
         );
         let consumer = Consumer {
             name: name.to_string(),
+            namespace: config.namespace(name).to_string(),
             config: config.clone(),
-            grant: Arc::new(Grant::new(name, &config.read, &config.write)),
+            engine: self.engine().clone(),
+            grant: Arc::new(Grant::new(&config.read, &config.write)),
             current: ArcSwap::from_pointee(version),
             previous: Mutex::new(Vec::new()),
             deploying: tokio::sync::Mutex::new(()),
@@ -227,9 +250,12 @@ impl Runtime {
 
     /// Every consumer, by name.
     pub fn consumers(&self) -> impl Iterator<Item = &Arc<Consumer>> {
-        let mut all: Vec<&Arc<Consumer>> = self.consumers.values().collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        all.into_iter()
+        self.consumers.values()
+    }
+
+    /// Earlier versions kept for rollback.
+    pub fn keep_versions(&self) -> usize {
+        self.keep_versions
     }
 }
 
@@ -256,7 +282,9 @@ fn file_source(path: &Path) -> String {
 /// A configured consumer, its current version and the ones before it.
 pub struct Consumer {
     name: String,
+    namespace: String,
     config: ConsumerConfig,
+    engine: Engine,
     grant: Arc<Grant>,
     current: ArcSwap<ModuleVersion>,
     /// Versions that were current before, oldest first. A std lock: held
@@ -275,9 +303,19 @@ impl Consumer {
         &self.name
     }
 
+    /// The namespace its group names live in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// Its configuration.
     pub fn config(&self) -> &ConsumerConfig {
         &self.config
+    }
+
+    /// The engine its versions are compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Its database grant.
@@ -337,7 +375,7 @@ pub struct ModuleVersion {
     renderers: Mutex<Vec<render::Renderer>>,
     /// When it was compiled, as seconds since the epoch (for the admin API).
     pub loaded_unix: u64,
-    pre: bindings::ConsumerPre<HostState>,
+    pre: bindings::ExportsPre,
     /// Hex SHA-256 of the component bytes.
     pub sha256: String,
     /// Size of the component in bytes.
@@ -352,6 +390,17 @@ impl ModuleVersion {
     /// A short form of the hash for logs.
     pub fn short(&self) -> &str {
         &self.sha256[..12]
+    }
+
+    /// The version of the consumer world the module was built for.
+    pub fn world_version(&self) -> &'static str {
+        self.pre.world_version()
+    }
+
+    /// Whether its instances hear the host's own events (`host.recheck`):
+    /// modules for 0.2.0 do; a 0.1.0 module would only log them as unknown.
+    pub fn hears_host_events(&self) -> bool {
+        matches!(self.pre, bindings::ExportsPre::V2(_))
     }
 
     /// Records what `describe` returned.
@@ -378,6 +427,7 @@ impl ModuleVersion {
         serde_json::json!({
             "sha256": self.sha256,
             "size": self.size,
+            "world": self.world_version(),
             "loaded_at": self.loaded_unix,
             "source": self.source,
             "connections": self.connections(),

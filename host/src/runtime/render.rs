@@ -18,17 +18,17 @@ use hyper_tungstenite::tungstenite::Message as WsMessage;
 use tokio::sync::mpsc;
 use wasmtime::Store;
 
-use super::bindings::Consumer as Bindings;
-use super::host::{ConnState, HostState};
+use super::bindings::Exports;
+use super::conn::{Capabilities, ConnState};
+use super::imports::HostState;
 use super::session::{Fault, new_store};
 use super::{Consumer, ModuleVersion};
 use crate::layer::{GroupEvent, Rendered};
-use crate::services::Services;
 
 /// An instance that renders events, with the receiving end of its sends.
 pub struct Renderer {
     store: Store<HostState>,
-    bindings: Bindings,
+    exports: Exports,
     frames: mpsc::Receiver<WsMessage>,
 }
 
@@ -36,23 +36,23 @@ pub struct Renderer {
 const MAX_IDLE_RENDERERS: usize = 8;
 
 async fn new_renderer(
-    services: &Arc<Services>,
+    caps: &Arc<Capabilities>,
     consumer: &Arc<Consumer>,
     version: &ModuleVersion,
 ) -> Result<Renderer, Fault> {
     let sends = consumer.config().sandbox.max_sends_per_event as usize + 1;
     let (outbound, frames) = mpsc::channel(sends);
-    let conn = ConnState::detached(consumer.clone(), services.clone(), outbound);
-    let mut store = new_store(services.runtime.engine(), consumer, conn);
-    let bindings = version
+    let conn = ConnState::detached(consumer.clone(), caps.clone(), outbound);
+    let mut store = new_store(consumer, conn);
+    let exports = version
         .pre
-        .instantiate_async(&mut store)
+        .instantiate(&mut store)
         .await
-        .map_err(|err| Fault::instantiation(&err))?;
-    services.metrics.instances_created.inc();
+        .map_err(|err| Fault::Instantiate(format!("{err:#}")))?;
+    caps.metrics.instances_created.inc();
     Ok(Renderer {
         store,
-        bindings,
+        exports,
         frames,
     })
 }
@@ -62,7 +62,7 @@ async fn new_renderer(
 /// handler (the type is not pure for its version, the event was rendered by
 /// another version, or rendering failed).
 pub async fn rendered<'e>(
-    services: &Arc<Services>,
+    caps: &Arc<Capabilities>,
     consumer: &Arc<Consumer>,
     event: &'e GroupEvent,
 ) -> Option<&'e [WsMessage]> {
@@ -73,7 +73,7 @@ pub async fn rendered<'e>(
     let rendered = event
         .rendered
         .get_or_init(|| async {
-            match render(services, consumer, &version, &event.json).await {
+            match render(caps, consumer, &version, &event.json).await {
                 Ok(frames) => Some(Rendered {
                     version: version.id,
                     frames,
@@ -94,7 +94,7 @@ pub async fn rendered<'e>(
 
 /// Runs `version`'s handler for `event` once and returns what it sent.
 async fn render(
-    services: &Arc<Services>,
+    caps: &Arc<Capabilities>,
     consumer: &Arc<Consumer>,
     version: &Arc<ModuleVersion>,
     event: &str,
@@ -102,13 +102,13 @@ async fn render(
     let pooled = version.renderers.lock().expect("not poisoned").pop();
     let mut renderer = match pooled {
         Some(renderer) => renderer,
-        None => new_renderer(services, consumer, version).await?,
+        None => new_renderer(caps, consumer, version).await?,
     };
     renderer.store.data_mut().conn.begin_event();
     renderer.store.set_epoch_deadline(1);
     renderer
-        .bindings
-        .call_handle_event(&mut renderer.store, event)
+        .exports
+        .handle_event(&mut renderer.store, event)
         .await
         .map_err(|err| Fault::Trap(format!("{err:#}")))?;
     let mut frames = Vec::new();

@@ -12,9 +12,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Consumer;
-use super::deploy;
-use crate::services::Services;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Consumer, Runtime, deploy};
 
 /// What identifies one state of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,33 +36,40 @@ pub fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// Starts a watcher for every consumer that has `watch` on.
-pub fn spawn_watchers(services: &Arc<Services>) {
-    let interval = Duration::from_millis(services.config.runtime.watch_interval_ms);
-    for consumer in services.runtime.consumers() {
+/// Starts a watcher for every consumer that has `watch` on; they stop at
+/// `shutdown`.
+pub fn spawn_watchers(
+    runtime: &Arc<Runtime>,
+    interval: Duration,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    for consumer in runtime.consumers() {
         if consumer.config().watch {
             // The baseline is the file as it was when it was loaded, so a
             // change made while the server was starting is not missed.
-            services.tasks.spawn(watch(
-                services.clone(),
+            tasks.spawn(watch(
+                runtime.clone(),
                 consumer.clone(),
                 interval,
                 consumer.loaded_stamp,
+                shutdown.clone(),
             ));
         }
     }
 }
 
 async fn watch(
-    services: Arc<Services>,
+    runtime: Arc<Runtime>,
     consumer: Arc<Consumer>,
     interval: Duration,
     mut seen: Option<Stamp>,
+    shutdown: CancellationToken,
 ) {
     let path = consumer.config().module.clone();
     loop {
         tokio::select! {
-            () = services.shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
         let mut now = stamp(&path);
@@ -71,7 +79,7 @@ async fn watch(
         // Debounce: wait until the file holds still for one interval.
         loop {
             tokio::select! {
-                () = services.shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
             let again = stamp(&path);
@@ -91,6 +99,6 @@ async fn watch(
         tracing::info!(consumer = consumer.name(), module = %path.display(), size = bytes.len(), "module file changed; deploying");
         let source = format!("file:{}", path.display());
         // The deploy logs its outcome; a refusal leaves the old version serving.
-        let _ = deploy::deploy(&services, &consumer, bytes, source).await;
+        let _ = deploy::deploy(&runtime, &consumer, bytes, source).await;
     }
 }

@@ -1,0 +1,343 @@
+//! The `consumer-host` command line.
+//!
+//! This is the edge of the library: the only module that reads the
+//! environment (`JWT_SECRET` and the `CONSUMER_HOST_*` variables behind the
+//! flags) and prints. `main.rs` just calls [`main`].
+//!
+//! - serving: `serve`, `migrate`, `seed`, `token`;
+//! - operating a running server ([`admin_client`]): `deploy`, `rollback`,
+//!   `versions`.
+
+mod admin_client;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::{Server, db};
+use admin_client::{AdminTarget, admin_request};
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Runs WebSocket consumers as WebAssembly components.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// How log lines are written to stderr: `text` (coloured on a
+    /// terminal only) or `json` (one object per line, for log shippers).
+    #[arg(long, global = true, env = "CONSUMER_HOST_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; colours only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, with the same fields.
+    Json,
+}
+
+/// Options every command shares.
+#[derive(clap::Args)]
+struct Common {
+    /// The TOML config file; module and database paths in it are relative to it.
+    #[arg(long, env = "CONSUMER_HOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// The SQLite database (overrides [database] path).
+    #[arg(long, env = "CONSUMER_HOST_DB")]
+    db: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves HTTP and WebSocket connections until SIGINT or SIGTERM.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on (overrides `listen`).
+        #[arg(long, env = "CONSUMER_HOST_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+    /// Creates or updates the database schema, then exits.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Creates users and conversations, and prints them with access tokens as JSON.
+    Seed {
+        #[command(flatten)]
+        common: Common,
+        /// Conversations to create.
+        #[arg(long)]
+        rooms: usize,
+        /// Members of each conversation (new users).
+        #[arg(long)]
+        users_per_room: usize,
+        /// Lifetime of the tokens in seconds (overrides [auth] access_token_lifetime_secs).
+        #[arg(long)]
+        token_lifetime: Option<u64>,
+    },
+    /// Prints an access token for an existing, active user.
+    Token {
+        #[command(flatten)]
+        common: Common,
+        /// The user's id (hyphenated UUID or 32 hex digits).
+        #[arg(long)]
+        user: String,
+        /// Lifetime of the token in seconds (overrides [auth] access_token_lifetime_secs).
+        #[arg(long)]
+        token_lifetime: Option<u64>,
+    },
+    /// Deploys a new version of a consumer to a running server (admin API).
+    Deploy {
+        /// The consumer's name in the server's config.
+        consumer: String,
+        /// The component file.
+        file: PathBuf,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Makes a consumer's previous version current again (admin API).
+    Rollback {
+        /// The consumer's name in the server's config.
+        consumer: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Lists every consumer's versions on a running server (admin API).
+    Versions {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+/// Most rooms x users `seed` makes in one go.
+const MAX_SEED_USERS: usize = 1_000_000;
+
+/// Parses the command line, sets up logging and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format.unwrap_or(LogFormat::Text));
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Log lines to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn load_config(common: &Common) -> anyhow::Result<Config> {
+    let mut config = match &common.config {
+        Some(path) => Config::load(path)?,
+        None => Config::empty(),
+    };
+    config.override_database(common.db.clone());
+    config.override_secret(std::env::var("JWT_SECRET").ok());
+    config.override_admin_token(std::env::var("CONSUMER_HOST_ADMIN_TOKEN").ok());
+    config.override_layer_key(std::env::var("CONSUMER_HOST_LAYER_KEY").ok());
+    Ok(config)
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { common, listen } => serve(&common, listen),
+        Command::Migrate { common } => migrate(&common),
+        Command::Seed {
+            common,
+            rooms,
+            users_per_room,
+            token_lifetime,
+        } => seed(&common, rooms, users_per_room, token_lifetime),
+        Command::Token {
+            common,
+            user,
+            token_lifetime,
+        } => token(&common, &user, token_lifetime),
+        Command::Deploy {
+            consumer,
+            file,
+            target,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            eprintln!(
+                "deploying {} ({} bytes) as {consumer}",
+                file.display(),
+                bytes.len()
+            );
+            let answer = admin_request(
+                &target,
+                hyper::Method::PUT,
+                &format!("/admin/consumers/{consumer}"),
+                bytes,
+            )?;
+            println!("{answer}");
+            Ok(())
+        }
+        Command::Rollback { consumer, target } => {
+            let answer = admin_request(
+                &target,
+                hyper::Method::POST,
+                &format!("/admin/consumers/{consumer}/rollback"),
+                Vec::new(),
+            )?;
+            println!("{answer}");
+            Ok(())
+        }
+        Command::Versions { target } => {
+            let answer =
+                admin_request(&target, hyper::Method::GET, "/admin/consumers", Vec::new())?;
+            println!("{answer}");
+            Ok(())
+        }
+    }
+}
+
+fn serve(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let mut config = load_config(common)?;
+    config.override_listen(listen);
+    if config.routes.is_empty() {
+        bail!(
+            "no routes configured: pass --config with [[route]] and [consumer.*] sections (see consumer-host.toml)"
+        );
+    }
+    // Every WebSocket is a file descriptor: take all the process may.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::start(config).await?;
+        eprintln!("consumer-host listening on {}", server.local_addr());
+        wait_for_signal().await;
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+fn migrate(common: &Common) -> anyhow::Result<()> {
+    let config = load_config(common)?;
+    let mut conn = open(&config)?;
+    let applied = db::migrate::apply(&mut conn).context("applying migrations")?;
+    if applied.is_empty() {
+        eprintln!("{}: schema up to date", config.database.path.display());
+    } else {
+        eprintln!(
+            "{}: applied {}",
+            config.database.path.display(),
+            applied.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn seed(
+    common: &Common,
+    rooms: usize,
+    users_per_room: usize,
+    token_lifetime: Option<u64>,
+) -> anyhow::Result<()> {
+    if rooms == 0 || users_per_room == 0 {
+        bail!("--rooms and --users-per-room must be at least 1");
+    }
+    if rooms.saturating_mul(users_per_room) > MAX_SEED_USERS {
+        bail!("at most {MAX_SEED_USERS} users in one seed; run it several times for more");
+    }
+    let (config, auth) = authenticator(common, token_lifetime)?;
+    let mut conn = open(&config)?;
+    db::migrate::apply(&mut conn).context("applying migrations")?;
+    let step = (rooms / 20).max(1);
+    let plan = db::seed::seed(
+        &mut conn,
+        rooms,
+        users_per_room,
+        |id| auth.mint(id),
+        |done| {
+            if done % step == 0 || done == rooms {
+                eprintln!("seed: {done}/{rooms} rooms");
+            }
+        },
+    )
+    .context("seeding")?;
+    serde_json::to_writer(std::io::stdout().lock(), &plan)?;
+    println!();
+    Ok(())
+}
+
+fn token(common: &Common, user: &str, token_lifetime: Option<u64>) -> anyhow::Result<()> {
+    let (config, auth) = authenticator(common, token_lifetime)?;
+    let path = &config.database.path;
+    if !path.exists() {
+        bail!(
+            "no database at {}: point --db at the Django app's db.sqlite3, or run `consumer-host seed`",
+            path.display()
+        );
+    }
+    let conn = open(&config)?;
+    let id = db::normalise_uuid(user).unwrap_or_else(|| user.to_string());
+    let found = crate::auth::lookup_user(&conn, &config.auth.user_query, &db::Value::Text(id))
+        .map_err(|err| anyhow::anyhow!("looking the user up: {err}"))?;
+    let Some(found) = found else {
+        bail!("no active user with id {user} in {}", path.display());
+    };
+    println!("{}", auth.mint(&found.id));
+    Ok(())
+}
+
+/// The config, and its token minter (with `--token-lifetime` applied).
+fn authenticator(
+    common: &Common,
+    token_lifetime: Option<u64>,
+) -> anyhow::Result<(Config, std::sync::Arc<Authenticator>)> {
+    let mut config = load_config(common)?;
+    if let Some(lifetime) = token_lifetime {
+        config.auth.access_token_lifetime_secs = lifetime;
+    }
+    let auth = Authenticator::new(&config.auth)?;
+    Ok((config, auth))
+}
+
+fn open(config: &Config) -> anyhow::Result<rusqlite::Connection> {
+    let path = &config.database.path;
+    let conn =
+        rusqlite::Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_millis(
+        config.database.busy_timeout_ms,
+    ))?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    Ok(conn)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}

@@ -25,22 +25,146 @@ pub struct Redis {
     /// Its port.
     pub port: u16,
     child: Option<Child>,
+    password: Option<String>,
+    tls: Option<Tls>,
+}
+
+/// A certificate authority and a server certificate for 127.0.0.1, made
+/// with `openssl` for one test.
+pub struct Tls {
+    /// The CA's certificate (what clients trust).
+    pub ca_file: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tls {
+    /// Makes a CA and a server certificate signed by it.
+    pub fn make() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=consumer-host test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            path("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ]);
+        Self {
+            ca_file: path("ca.crt"),
+            cert_file: path("server.crt"),
+            key_file: path("server.key"),
+            _dir: dir,
+        }
+    }
 }
 
 impl Redis {
     /// Starts one; `.ci/run` installs redis-server (Debian's package).
     pub fn start() -> Self {
+        Self::start_with(None, None)
+    }
+
+    /// Starts one that requires `password` (AUTH), and speaks only TLS
+    /// when given certificates.
+    pub fn start_with(password: Option<&str>, tls: Option<Tls>) -> Self {
         let mut redis = Self {
             port: free_port(),
             child: None,
+            password: password.map(String::from),
+            tls,
         };
         redis.resume();
         redis
     }
 
-    /// `redis://127.0.0.1:<port>/`
+    /// Its URL: `redis://127.0.0.1:<port>/`, or `rediss://` with TLS, with
+    /// the password when there is one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let auth = self
+            .password
+            .as_ref()
+            .map(|password| format!(":{password}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{auth}127.0.0.1:{}/", self.port)
+    }
+
+    /// The CA file clients must trust, with TLS.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|tls| tls.ca_file.as_path())
+    }
+
+    /// A `redis-cli` command for this server (TLS and password included).
+    pub fn cli(&self) -> Command {
+        let mut command = Command::new("redis-cli");
+        command.args(["-p", &self.port.to_string()]);
+        if let Some(tls) = &self.tls {
+            command.args(["--tls", "--cacert", tls.ca_file.to_str().unwrap()]);
+        }
+        if let Some(password) = &self.password {
+            command.args(["-a", password, "--no-auth-warning"]);
+        }
+        command
     }
 
     /// Stops the server (its clients see their connections close).
@@ -53,17 +177,30 @@ impl Redis {
 
     /// Starts it again on the same port.
     pub fn resume(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
+        let port = self.port.to_string();
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some(tls) => command.args([
                 "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                tls.cert_file.to_str().unwrap(),
+                "--tls-key-file",
+                tls.key_file.to_str().unwrap(),
+                "--tls-ca-cert-file",
+                tls.ca_file.to_str().unwrap(),
+                "--tls-auth-clients",
                 "no",
-            ])
+            ]),
+        };
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -83,8 +220,9 @@ impl Redis {
 
     /// Subscribers of a channel, as Redis counts them (one per node).
     pub fn subscribers(&self, channel: &str) -> i64 {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "PUBSUB", "NUMSUB", channel])
+        let out = self
+            .cli()
+            .args(["PUBSUB", "NUMSUB", channel])
             .output()
             .expect("redis-cli");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -107,6 +245,18 @@ pub const LAYER_KEY: &str = "test-layer-key-shared-by-every-node-0123456789";
 /// A config file for a node of the chat (and the hostile test consumer) on
 /// the Redis layer.
 pub fn node_config(dir: &Path, name: &str, db: &Path, redis_url: &str, prefix: &str) -> PathBuf {
+    node_config_with(dir, name, db, redis_url, prefix, "")
+}
+
+/// [`node_config`], with more `[layer]` keys (TOML lines).
+pub fn node_config_with(
+    dir: &Path,
+    name: &str,
+    db: &Path,
+    redis_url: &str,
+    prefix: &str,
+    layer: &str,
+) -> PathBuf {
     let config = format!(
         r#"
 listen = "127.0.0.1:0"
@@ -119,6 +269,7 @@ kind = "redis"
 url = "{redis_url}"
 prefix = "{prefix}"
 key = "{LAYER_KEY}"
+{layer}
 [limits]
 messages_per_second = 0
 [[route]]

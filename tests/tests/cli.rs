@@ -246,3 +246,31 @@ async fn sigterm_closes_sockets_with_1001_and_keeps_every_saved_message() {
         .unwrap();
     assert_eq!(saved, 20);
 }
+
+#[test]
+fn the_sample_secret_serves_loopback_only() {
+    // The repository's own sample config, with its placeholder secret.
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../consumer-host.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite3");
+    let out = host_cli()
+        .args(["serve", "--config", sample.to_str().unwrap()])
+        .args(["--db", db.to_str().unwrap(), "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "served beyond loopback");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("placeholder") && stderr.contains("32 bytes"),
+        "{stderr}"
+    );
+    // A secret of its own, and the same command serves.
+    let (mut child, _addr) = spawn_serving(
+        host_cli()
+            .args(["serve", "--config", sample.to_str().unwrap()])
+            .args(["--db", db.to_str().unwrap(), "--listen", "0.0.0.0:0"])
+            .env("JWT_SECRET", "a-secret-of-at-least-thirty-two-bytes!"),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

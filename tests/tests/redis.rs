@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use consumer_host_tests::nodes::{Node, Redis, node_config};
+use consumer_host_tests::nodes::{Node, Redis, Tls, node_config_with};
 use consumer_host_tests::{
     SECRET, Traffic, assert_exactly_once, assert_saved_once, chat_message, connect,
 };
@@ -19,11 +19,22 @@ struct Cluster {
 /// Two nodes; the third element is an in-process server on the same
 /// database, used only to seed it and read it back.
 async fn cluster(prefix: &str) -> Cluster {
-    let redis = Redis::start();
+    cluster_on(Redis::start(), prefix, "").await
+}
+
+/// Two nodes on `redis`, with more `[layer]` settings.
+async fn cluster_on(redis: Redis, prefix: &str, layer: &str) -> Cluster {
     let db = consumer_host_tests::TestServer::start().await;
     let mut nodes = Vec::new();
     for name in ["node-a", "node-b"] {
-        let config = node_config(db.dir.path(), name, &db.db_path, &redis.url(), prefix);
+        let config = node_config_with(
+            db.dir.path(),
+            name,
+            &db.db_path,
+            &redis.url(),
+            prefix,
+            layer,
+        );
         nodes.push(Node::start(CLI, &config));
     }
     Cluster { redis, nodes, db }
@@ -326,4 +337,153 @@ async fn leaving_a_group_or_disconnecting_stops_delivery_everywhere() {
         0
     );
     let _ = SECRET;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_by_anyone_but_a_node_are_refused() {
+    let cluster = cluster("forged").await;
+    let plan = cluster.db.seed(1, 2);
+    let room = &plan.rooms[0];
+    let mut alice = connect(&url(&cluster.nodes[0], &room.id, &room.users[0].token)).await;
+    let mut bob = connect(&url(&cluster.nodes[1], &room.id, &room.users[1].token)).await;
+    let channel = format!("forged:group:chat:chat_{}", room.id);
+    let event = serde_json::json!({
+        "type": "chat.message", "body": "forged", "name": "Admin",
+        "id": "0193b0a4-7c1e-7d3a-9f2b-5c6d7e8f9a0b", "created_at": "2026-11-26 00:00:00.000000",
+    });
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    for payload in [
+        // The unsigned format of earlier versions.
+        format!("0123456789abcdef0123456789abcdef\n{event}"),
+        // The signed format, signed with the wrong key.
+        format!(
+            "ch1 0123456789abcdef0123456789abcdef 1 {now_ms} {}\n{event}",
+            "00".repeat(32)
+        ),
+    ] {
+        let out = cluster
+            .redis
+            .cli()
+            .args(["PUBLISH", &channel, &payload])
+            .output()
+            .unwrap();
+        // Both nodes are subscribed: Redis handed the forgery to both.
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    }
+    alice.expect_silence(Duration::from_millis(300)).await;
+    bob.expect_silence(Duration::from_millis(100)).await;
+    for node in &cluster.nodes {
+        assert_eq!(node.metric("consumer_host_layer_rejected_total").await, 2);
+    }
+    // What the nodes publish themselves goes through.
+    alice
+        .send_text(&chat_message(&room.id, &room.users[1].id, "", "genuine"))
+        .await;
+    assert_eq!(alice.next_json().await["body"], "genuine");
+    assert_eq!(bob.next_json().await["body"], "genuine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_redis_with_a_password_over_tls() {
+    let redis = Redis::start_with(Some("a-redis-password"), Some(Tls::make()));
+    let ca_file = redis.ca_file().unwrap().display().to_string();
+    let cluster = cluster_on(redis, "tls", &format!("ca_file = \"{ca_file}\"")).await;
+    let plan = cluster.db.seed(1, 2);
+    let room = &plan.rooms[0];
+    let mut alice = connect(&url(&cluster.nodes[0], &room.id, &room.users[0].token)).await;
+    let mut bob = connect(&url(&cluster.nodes[1], &room.id, &room.users[1].token)).await;
+    alice
+        .send_text(&chat_message(&room.id, &room.users[1].id, "", "over tls"))
+        .await;
+    assert_eq!(bob.next_json().await["body"], "over tls");
+    assert_eq!(alice.next_json().await["body"], "over tls");
+    for node in &cluster.nodes {
+        assert_eq!(node.health().await["status"], "ok");
+    }
+    // A node with the wrong password serves its own clients, degraded.
+    let wrong = cluster
+        .redis
+        .url()
+        .replace("a-redis-password", "not-the-password");
+    let config = node_config_with(
+        cluster.db.dir.path(),
+        "node-wrong",
+        &cluster.db.db_path,
+        &wrong,
+        "tls",
+        &format!("ca_file = \"{ca_file}\""),
+    );
+    let outsider = Node::start(CLI, &config);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(outsider.health().await["status"], "degraded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_away_the_queue_is_bounded_in_bytes() {
+    let mut cluster = cluster_on(Redis::start(), "bounded", "publish_queue_bytes = 65536").await;
+    let plan = cluster.db.seed(1, 2);
+    let room = &plan.rooms[0];
+    let mut alice = connect(&url(&cluster.nodes[0], &room.id, &room.users[0].token)).await;
+    let _bob = connect(&url(&cluster.nodes[1], &room.id, &room.users[1].token)).await;
+    cluster.redis.stop();
+    let body = "q".repeat(4_000);
+    for n in 0..50 {
+        alice
+            .send_text(&chat_message(
+                &room.id,
+                &room.users[1].id,
+                "",
+                &format!("{n}-{body}"),
+            ))
+            .await;
+        // Local delivery goes on.
+        assert!(
+            alice.next_json().await["body"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{n}-"))
+        );
+        assert!(
+            cluster.nodes[0]
+                .metric("consumer_host_layer_queued_bytes")
+                .await
+                <= 65_536,
+            "the queue stays within its bytes"
+        );
+    }
+    // What did not fit is counted, not kept.
+    assert!(
+        cluster.nodes[0]
+            .metric("consumer_host_layer_publish_failures_total")
+            .await
+            >= 30
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_connections_killed_under_traffic_deliver_each_event_once() {
+    let cluster = cluster("killed").await;
+    let plan = cluster.db.seed(4, 4);
+    let nodes: Vec<String> = cluster.nodes.iter().map(Node::ws_base).collect();
+    let traffic = Traffic::start_spread(&nodes, &plan, Duration::from_millis(20)).await;
+    // Redis drops the nodes' publishing connections again and again
+    // (subscriptions stay): batches in flight are sent again, whole.
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let out = cluster
+            .redis
+            .cli()
+            .args(["CLIENT", "KILL", "TYPE", "normal"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = traffic.stop().await;
+    let messages = assert_exactly_once(&logs);
+    assert!(messages > 500, "{messages} messages");
+    assert_saved_once(&cluster.db, &logs);
 }

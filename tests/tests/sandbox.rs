@@ -47,6 +47,7 @@ fn configure(config: &mut Config) {
         ..ConsumerConfig::new(guest("hostile"))
     };
     hostile.sandbox.event_deadline_ms = 50;
+    hostile.sandbox.event_wall_ms = 1_000;
     hostile.sandbox.memory_bytes = 8 * 1024 * 1024;
     config.consumers.insert("hostile".into(), hostile);
 }
@@ -229,9 +230,19 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A WebSocket handshake request for `path`, as raw bytes.
+fn upgrade_request(path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 fn cases(
     plan: &Plan,
     server: &TestServer,
+    canary_room: &str,
     deleted: &str,
     inactive: &str,
     outsider: &str,
@@ -289,8 +300,28 @@ fn cases(
         case("guest inserts into a table it may not write", Probe::Guest("insert:useraccount_user|pwned"), Expect::Reply("AccessDenied")),
         case("guest inserts into the schema", Probe::Guest("insert:sqlite_schema|pwned"), Expect::Reply("error")),
         case("guest inserts an incomplete row", Probe::Guest("insert:chat_conversationmessage|incomplete"), Expect::Reply("Constraint")),
+        // The functions a guest may call are listed; the FTS3 tokenizer hook
+        // hands out and takes raw pointers.
+        case("guest reads a host pointer through fts3_tokenizer", Probe::Guest("query:SELECT fts3_tokenizer('simple')"), Expect::Reply("AccessDenied")),
+        case("guest registers a pointer of its choosing", Probe::Guest("query-params:SELECT fts3_tokenizer(?1, ?2)|evil|x:4141414141414141"), Expect::Reply("AccessDenied")),
+        case("guest loads an extension", Probe::Guest("query:SELECT load_extension('/tmp/evil.so')"), Expect::Reply("AccessDenied")),
+        // Results and values are capped while they are made.
+        case("guest makes a gigabyte blob", Probe::Guest("query:SELECT zeroblob(999999999)"), Expect::Reply("max_value_bytes")),
+        case("guest collects blobs without end", Probe::Guest("query:WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x, zeroblob(1000000) FROM c"), Expect::Reply("max_query_bytes")),
+        case("guest collects rows without end", Probe::Guest("query:WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"), Expect::Reply("max_query_rows")),
+        // Groups are per consumer: the chat's group names mean nothing here.
+        case("guest forges a chat message into a chat room", Probe::Guest(format!("group-send:chat_{canary_room}|{{\"type\":\"chat.message\",\"body\":\"forged\",\"name\":\"Admin\"}}").leak()), Expect::Reply("ok")),
+        case("guest forges a host event", Probe::Guest("group-send:anything|{\"type\":\"host.recheck\"}"), Expect::Reply("InvalidEvent")),
+        // Host calls count against an event's budgets.
+        case("guest waits in slow queries forever", Probe::Guest("slow-queries:1000"), Expect::Close(1011)),
+        case("guest floods a group", Probe::Guest("group-flood:100000"), Expect::Close(1011)),
+        case("guest joins groups without end", Probe::Guest("group-churn:100000"), Expect::Close(1011)),
+        case("guest calls the database without end", Probe::Guest("db-flood:100000"), Expect::Close(1011)),
+        case("guest floods the log", Probe::Guest("log-flood:5000"), Expect::Reply("done")),
         case("the guest still serves after all that", Probe::Guest("echo:alive"), Expect::Reply("alive")),
         // Clients.
+        case("a path of 60,000 bytes", Probe::Bytes(upgrade_request(&format!("/ws/{}", "a".repeat(60_000)))), Expect::Status(414)),
+        case("a query of 60,000 bytes", Probe::Bytes(upgrade_request(&format!("/ws/{}/?token={}", room.id, "a".repeat(60_000)))), Expect::Status(414)),
         case("garbage instead of a handshake", Probe::Bytes(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n\r\n".to_vec()), Expect::Status(400)),
         case("half a request, then nothing", Probe::Bytes(format!("GET /ws/{}/ HTTP/1.1\r\nHost: x\r\n", room.id).into_bytes()), Expect::Dropped),
         case("a connection that says nothing", Probe::Bytes(Vec::new()), Expect::Dropped),
@@ -395,7 +426,14 @@ async fn hostile_guests_clients_and_tokens() {
         ),
         other_member: plan.rooms[0].users[1].id.clone(),
     };
-    let cases = cases(&plan, &server, &deleted.id, &inactive.id, &outsider.id);
+    let cases = cases(
+        &plan,
+        &server,
+        &canary_plan.rooms[0].id,
+        &deleted.id,
+        &inactive.id,
+        &outsider.id,
+    );
     assert!(cases.len() >= 40, "{} cases", cases.len());
     let mut expected_writes = 0;
     for case in &cases {
@@ -581,4 +619,322 @@ async fn a_client_that_never_reads_is_closed_and_the_room_goes_on() {
     assert_eq!(reader.next_json().await["body"], "after");
     assert_eq!(server.message_count(), sent + 1);
     drop(stalled);
+}
+
+/// A server with the hostile consumer (and the chat), small budgets.
+async fn hostile_server(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    TestServer::start_with(|config| {
+        configure(config);
+        adjust(config);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_cut_short_leaves_no_member_behind() {
+    // `connect` joins a group, then waits in slow queries: the client gives
+    // up half-way, and the handshake times out behind it. However its
+    // future ends, the connection's state leaves the group.
+    let server = hostile_server(|config| {
+        // The handshake's timeout (1 s) ends it, not the event's own deadline.
+        config
+            .consumers
+            .get_mut("hostile")
+            .unwrap()
+            .sandbox
+            .event_wall_ms = 10_000;
+    })
+    .await;
+    let addr = server.node().local_addr();
+    for attempt in 0..3 {
+        let group = format!("leaky-{attempt}");
+        let mut ws = raw::RawWs::connect_and_write(
+            addr,
+            &upgrade_request(&format!("/hostile/?join={group}&slow=1")),
+        )
+        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while consumer_host::testing::group_members(server.node(), "hostile", &group) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "connect never joined"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if attempt == 0 {
+            // The client vanishes mid-handshake.
+            drop(ws);
+        } else {
+            // The client waits: the handshake timeout (1 s here) answers.
+            assert_eq!(ws.read_response(WAIT).await, raw::Outcome::Status(503));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while consumer_host::testing::group_members(server.node(), "hostile", &group) != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "attempt {attempt}: a member was left in {group}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(server.metric("consumer_host_handshakes_timed_out_total") >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_instance_free_closes_with_1013_and_still_disconnects() {
+    let server = hostile_server(|config| {
+        config.runtime.max_instances = 2;
+        let hostile = config.consumers.get_mut("hostile").unwrap();
+        // Instances are given back as soon as an event is done.
+        hostile.sandbox.idle_evict_secs = 0;
+        // Its `disconnect` leaves a note.
+        hostile.write.push("notes".into());
+    })
+    .await;
+    server
+        .db()
+        .execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        .unwrap();
+    let addr = server.node().local_addr();
+    let mut waiting = raw::handshake(addr, "/hostile/", &[]).await.unwrap();
+    // Two connections hold both instance slots in slow queries.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut holder = raw::handshake(addr, "/hostile/", &[]).await.unwrap();
+        holder.frame(TEXT, b"slow-queries:3", true).await;
+        holders.push(holder);
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    waiting.frame(TEXT, b"echo:any room?", true).await;
+    let (outcome, _) = waiting.collect(WAIT, Duration::from_millis(100)).await;
+    assert_eq!(outcome, Outcome::Close(1013), "busy, not a consumer fault");
+    assert_eq!(server.metric("consumer_host_guest_traps_total"), 0);
+    for mut holder in holders {
+        assert!(
+            holder
+                .text(WAIT)
+                .await
+                .is_some_and(|text| text.contains("done"))
+        );
+    }
+    // Its consumer heard of the end, once an instance was free.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let notes: i64 = server
+            .db()
+            .query_row(
+                "SELECT count(*) FROM notes WHERE body = 'disconnected 1013'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        if notes == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no disconnect ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.metric("consumer_host_instances_busy_total"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_logins_and_removed_users_are_closed_with_4401() {
+    let server = hostile_server(|config| {
+        config.auth.recheck_secs = 1;
+        // These clients do not read, so they answer no ping.
+        config.limits.idle_timeout_ms = 60_000;
+    })
+    .await;
+    let plan = server.seed(1, 2);
+    let room = &plan.rooms[0];
+    // A token that expires in two seconds.
+    let short = sign_claims(SECRET, &access_claims(&room.users[0].id, unix_now() + 2));
+    let mut expiring = consumer_host_tests::connect(&server.url(&room.id, Some(&short))).await;
+    // A user made inactive while connected.
+    let mut deactivated =
+        consumer_host_tests::connect(&server.url(&room.id, Some(&room.users[1].token))).await;
+    server
+        .db()
+        .execute(
+            "UPDATE useraccount_user SET is_active = 0 WHERE id = ?1",
+            [room.users[1].id.replace('-', "")],
+        )
+        .unwrap();
+    assert_eq!(deactivated.expect_close().await, 4401);
+    assert_eq!(expiring.expect_close().await, 4401);
+    assert_eq!(server.metric("consumer_host_logins_expired_total"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_cannot_flood_a_room_through_many_connections() {
+    let server = hostile_server(|config| {
+        config.limits.messages_per_second = 0.0;
+        config.limits.user_messages_per_second = 20.0;
+        config.limits.user_message_burst = 10;
+        // These clients do not read, so they answer no ping.
+        config.limits.idle_timeout_ms = 60_000;
+    })
+    .await;
+    let plan = server.seed(1, 2);
+    let room = &plan.rooms[0];
+    let (flooder, other) = (&room.users[0], &room.users[1]);
+    let mut senders = Vec::new();
+    for _ in 0..3 {
+        senders
+            .push(consumer_host_tests::connect(&server.url(&room.id, Some(&flooder.token))).await);
+    }
+    let started = tokio::time::Instant::now();
+    let per_connection = 20;
+    for (index, sender) in senders.iter_mut().enumerate() {
+        for n in 0..per_connection {
+            sender
+                .send_text(&chat_message(
+                    &room.id,
+                    &other.id,
+                    "",
+                    &format!("flood-{index}-{n}"),
+                ))
+                .await;
+        }
+    }
+    // Three connections, one budget: 10 at once, then 20 a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_one_second = server.message_count();
+    assert!(
+        (10..=40).contains(&after_one_second),
+        "{after_one_second} saved in the first second"
+    );
+    // Nothing is dropped: the flooder is read more slowly, not refused.
+    let deadline = started + Duration::from_secs(10);
+    while server.message_count() < 3 * per_connection {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not everything was saved"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(2_000));
+    assert!(server.metric("consumer_host_user_rate_limited_total") > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_at_the_limit_from_a_long_name_is_delivered_not_only_saved() {
+    let server = hostile_server(|config| config.limits.messages_per_second = 0.0).await;
+    let plan = server.seed(1, 2);
+    let room = &plan.rooms[0];
+    let long_name = "N".repeat(255);
+    server
+        .db()
+        .execute(
+            "UPDATE useraccount_user SET name = ?1 WHERE id = ?2",
+            [long_name.as_str(), &room.users[0].id.replace('-', "")],
+        )
+        .unwrap();
+    let mut author =
+        consumer_host_tests::connect(&server.url(&room.id, Some(&room.users[0].token))).await;
+    let mut reader =
+        consumer_host_tests::connect(&server.url(&room.id, Some(&room.users[1].token))).await;
+    let empty = chat_message(&room.id, &room.users[1].id, "", "");
+    let body = "b".repeat(MAX_MESSAGE - empty.len());
+    let message = chat_message(&room.id, &room.users[1].id, "", &body);
+    assert_eq!(message.len(), MAX_MESSAGE);
+    author.send_text(&message).await;
+    for client in [&mut author, &mut reader] {
+        let frame = client.next_json().await;
+        assert_eq!(frame["body"].as_str().map(str::len), Some(body.len()));
+        assert_eq!(frame["name"], long_name.as_str());
+    }
+    assert_eq!(server.message_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_public_and_tells_nothing_internal() {
+    let server = hostile_server(|config| {
+        config.admin.token = Some("an-admin-token-for-this-test".into());
+        config.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let addr = server.node().local_addr();
+    let (status, body) = consumer_host_tests::http_get(addr, "/healthz").await;
+    assert_eq!(status, 200);
+    let health: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(
+        !body.contains(server.dir.path().to_str().unwrap()),
+        "{body}"
+    );
+    assert!(!body.contains("sqlite"), "{body}");
+    // The counters are on the admin listener only.
+    assert_eq!(consumer_host_tests::http_get(addr, "/metrics").await.0, 404);
+    let admin = server.node().admin_addr().unwrap();
+    let (status, metrics) = consumer_host_tests::http_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("consumer_host_connections_open"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_while_serving_is_seen_by_the_next_insert() {
+    let server = hostile_server(|config| {
+        config
+            .consumers
+            .get_mut("hostile")
+            .unwrap()
+            .write
+            .push("notes".into());
+    })
+    .await;
+    let addr = server.node().local_addr();
+    server
+        .db()
+        .execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        .unwrap();
+    let mut ws = raw::handshake(addr, "/hostile/", &[]).await.unwrap();
+    ws.frame(TEXT, b"insert-row:notes|body=first", true).await;
+    assert!(ws.text(WAIT).await.unwrap().contains("ok"));
+    // A migration adds a column while the server runs.
+    server
+        .db()
+        .execute_batch("ALTER TABLE notes ADD COLUMN mood TEXT NULL")
+        .unwrap();
+    ws.frame(TEXT, b"insert-row:notes|body=second|mood=fine", true)
+        .await;
+    let reply = ws.text(WAIT).await.unwrap();
+    assert!(reply.contains("ok") && reply.contains("fine"), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_paths_do_not_slow_anyone_down() {
+    let server = hostile_server(|_| {}).await;
+    let plan = server.seed(10, 5);
+    let addr = server.node().local_addr();
+    // Unauthenticated requests with long paths, 50 a second, while 50
+    // members connect.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attack = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            // Under the length cap, and routed to no consumer: the router
+            // scans it all.
+            let path = format!("/ws/{}", "a".repeat(7_000));
+            let mut refused = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut ws = raw::RawWs::connect_and_write(addr, &upgrade_request(&path)).await;
+                if ws.read_response(WAIT).await == Outcome::Status(404) {
+                    refused += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            refused
+        })
+    };
+    let started = tokio::time::Instant::now();
+    for room in &plan.rooms {
+        for user in &room.users {
+            consumer_host_tests::connect(&server.url(&room.id, Some(&user.token))).await;
+        }
+    }
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(attack.await.unwrap() > 0);
+    assert!(took < Duration::from_secs(3), "50 connects took {took:?}");
 }

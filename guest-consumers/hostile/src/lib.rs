@@ -216,7 +216,13 @@ impl Guest for Hostile {
         reply(json!({ "event": event }));
     }
 
-    fn disconnect(_code: u16) {}
+    fn disconnect(code: u16) {
+        // Observable by tests that grant the table; ignored elsewhere.
+        let _ = database::db_insert(
+            "notes",
+            &[("body".into(), Value::Text(format!("disconnected {code}")))],
+        );
+    }
 }
 
 export!(Hostile);

@@ -110,9 +110,18 @@ pub enum DbError {
 impl From<rusqlite::Error> for DbError {
     fn from(err: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
-        match &err {
-            rusqlite::Error::SqliteFailure(failure, message) => {
-                let message = message.clone().unwrap_or_else(|| failure.to_string());
+        let failure = match &err {
+            rusqlite::Error::SqliteFailure(failure, message) => Some((
+                failure,
+                message.clone().unwrap_or_else(|| failure.to_string()),
+            )),
+            // An error SQLite found while preparing; its text, without the
+            // statement (which carries the host's grant tag).
+            rusqlite::Error::SqlInputError { error, msg, .. } => Some((error, msg.clone())),
+            _ => None,
+        };
+        match (&err, failure) {
+            (_, Some((failure, message))) => {
                 match failure.code {
                     ErrorCode::ConstraintViolation => DbError::Constraint(message),
                     ErrorCode::AuthorizationForStatementDenied => DbError::AccessDenied(message),
@@ -130,10 +139,10 @@ impl From<rusqlite::Error> for DbError {
                     _ => DbError::Failed(message),
                 }
             }
-            rusqlite::Error::InvalidParameterCount(given, expected) => DbError::Invalid(format!(
-                "{given} parameters given, the statement has {expected}"
-            )),
-            rusqlite::Error::MultipleStatement => {
+            (rusqlite::Error::InvalidParameterCount(given, expected), _) => DbError::Invalid(
+                format!("{given} parameters given, the statement has {expected}"),
+            ),
+            (rusqlite::Error::MultipleStatement, _) => {
                 DbError::Invalid("only one statement may be run at a time".into())
             }
             _ => DbError::Failed(err.to_string()),

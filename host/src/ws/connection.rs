@@ -390,10 +390,8 @@ impl Connection {
 
     /// Tells the consumer the connection ended, then counts and logs it.
     async fn finish(&mut self, ending: Ending) {
-        if !ending.faulted
-            && let Err(fault) = self.session.call(Call::Disconnect(ending.code)).await
-        {
-            self.report(&fault);
+        if !ending.faulted {
+            self.disconnect(ending.code).await;
         }
         // Whatever `disconnect` joined, the connection is in no group now.
         self.session.conn().leave_all_groups();
@@ -410,6 +408,30 @@ impl Connection {
         );
     }
 }
+
+impl Connection {
+    /// Runs the consumer's `disconnect`. When no instance is free the node
+    /// is busy, not the consumer at fault: it waits for one, a little, so
+    /// the consumer still hears of the end.
+    async fn disconnect(&mut self, code: u16) {
+        let mut attempts = 0;
+        loop {
+            match self.session.call(Call::Disconnect(code)).await {
+                Ok(()) => return,
+                Err(Fault::Busy) if attempts < DISCONNECT_BUSY_RETRIES => {
+                    attempts += 1;
+                    tokio::time::sleep(DISCONNECT_BUSY_WAIT).await;
+                }
+                Err(fault) => return self.report(&fault),
+            }
+        }
+    }
+}
+
+/// How often, and how long between, a `disconnect` that found no instance
+/// free is tried again.
+const DISCONNECT_BUSY_RETRIES: u32 = 40;
+const DISCONNECT_BUSY_WAIT: Duration = Duration::from_millis(50);
 
 fn read_error_ending(err: &hyper_tungstenite::tungstenite::Error) -> Ending {
     use hyper_tungstenite::tungstenite::Error;

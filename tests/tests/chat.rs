@@ -379,3 +379,25 @@ async fn a_group_member_of_another_consumer_runs_its_own_handler() {
     assert_eq!(server.metric("consumer_host_rendered_deliveries_total"), 1);
     assert_eq!(server.metric("consumer_host_events_handled_total"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_from_the_conversation_is_closed_at_the_next_recheck() {
+    let server = TestServer::start_with(|config| config.auth.recheck_secs = 1).await;
+    let plan = server.seed(1, 2);
+    let room = &plan.rooms[0];
+    let mut alice = connect(&server.url(&room.id, Some(&room.users[0].token))).await;
+    let mut bob = connect(&server.url(&room.id, Some(&room.users[1].token))).await;
+    server
+        .db()
+        .execute(
+            "DELETE FROM chat_conversation_users WHERE user_id = ?1",
+            [hex(&room.users[1].id)],
+        )
+        .unwrap();
+    // The host re-checks the login every second, then the chat its rule.
+    assert_eq!(bob.expect_close().await, 4003);
+    alice
+        .send_text(&chat_message(&room.id, &room.users[0].id, "", "still here"))
+        .await;
+    assert_eq!(alice.next_json().await["body"], "still here");
+}

@@ -366,3 +366,61 @@ async fn the_admin_api_needs_its_token() {
     let (status, body) = admin_at(admin_addr, "GET", "/admin/consumers", b"").await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_1_chat_and_a_0_2_chat_side_by_side_swap_into_each_other() {
+    use consumer_host::config::{ConsumerConfig, RouteConfig};
+    // The chat on the consumer world 0.2.0 (the SDK) at ws/..., and the one
+    // built for 0.1.0 (raw bindings) at old/ws/..., in one group namespace:
+    // the members of a room are spread over both.
+    let server = TestServer::start_with(|config| {
+        config.admin.token = Some(ADMIN_TOKEN.into());
+        config.routes.insert(
+            0,
+            RouteConfig {
+                path: "old/ws/<room_name>/".into(),
+                consumer: "chat-old".into(),
+            },
+        );
+        let mut old = ConsumerConfig::new(guest("chat_v01"));
+        old.read = vec!["chat_conversation_users".into()];
+        old.write = vec!["chat_conversationmessage".into()];
+        old.group_namespace = Some("chat".into());
+        config.consumers.insert("chat-old".into(), old);
+    })
+    .await;
+    let world = |versions: &Json, name: &str| -> String {
+        versions["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|consumer| consumer["name"] == name)
+            .map(|consumer| consumer["current"]["world"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let (_, versions) = admin(&server, "GET", "/admin/consumers", b"").await;
+    assert_eq!(world(&versions, "chat"), "0.2.0");
+    assert_eq!(world(&versions, "chat-old"), "0.1.0");
+
+    let plan = server.seed(3, 4);
+    let bases = [server.ws_base(), format!("{}/old", server.ws_base())];
+    let traffic = Traffic::start_spread(&bases, &plan, TRAFFIC_INTERVAL).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Each takes the other's module, under traffic.
+    let old_bytes = std::fs::read(guest("chat_v01")).unwrap();
+    let new_bytes = std::fs::read(guest("chat")).unwrap();
+    let (status, body) = admin(&server, "PUT", "/admin/consumers/chat", &old_bytes).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = admin(&server, "PUT", "/admin/consumers/chat-old", &new_bytes).await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let logs = traffic.stop().await;
+
+    let messages = assert_exactly_once(&logs);
+    assert!(messages > 100, "steady traffic: {messages} messages");
+    assert_saved_once(&server, &logs);
+    let (_, versions) = admin(&server, "GET", "/admin/consumers", b"").await;
+    assert_eq!(world(&versions, "chat"), "0.1.0");
+    assert_eq!(world(&versions, "chat-old"), "0.2.0");
+    assert_eq!(server.metric("consumer_host_guest_traps_total"), 0);
+}

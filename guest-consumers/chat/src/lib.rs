@@ -1,266 +1,246 @@
-//! The DjangoBnB chat consumer.
+//! The DjangoBnB chat consumer, on the Rust SDK.
 //!
-//! The reference app's `ChatConsumer`, as a component:
+//! The reference app's `ChatConsumer`, with the checks a server needs:
 //!
-//! - `connect`: the room is the conversation named by the `room_name` url kwarg
-//!   (a UUID, hyphenated or as 32 hex digits). Anonymous users, rooms that are
-//!   not conversations and users who are not members are refused (HTTP 403).
+//! - `connect`: the room is the conversation named by the `room_name` url
+//!   kwarg (a UUID, in any spelling). Anonymous users, rooms that are not
+//!   conversations and users who are not members are refused (HTTP 403).
 //!   Members join the group `chat_<room uuid>` and are accepted.
 //! - `receive`: `{"event": "chat_message", "data": {"conversation_id",
 //!   "sent_to_id", "name", "body"}}` saves a `chat_conversationmessage` row
-//!   (author: the authenticated user; recipient: `sent_to_id`, who must be a
-//!   member) and then sends a `chat.message` event to the room. The name shown
-//!   is the author's name from the database, not the one the client claims.
-//!   Anything malformed is answered with an error frame and nothing is written.
-//! - `handle-event` `chat.message`: sends `{"body", "name", "id", "created_at"}`.
-//! - `disconnect`: leaves the room's group.
-//!
-//! The instance may be replaced between any two events, so nothing lives in
-//! globals: the room comes from the scope, the member list is cached in the
-//! host-held connection state.
+//!   (author: the logged-in user; recipient: `sent_to_id`, who must be a
+//!   member), then sends a `chat.message` event to the room: durable before
+//!   broadcast. The name shown is the author's name from the database, not
+//!   the one the client claims. Anything malformed is answered with an error
+//!   frame and nothing is written.
+//! - `chat.message`: sends `{"body", "name", "id", "created_at"}`. It reads
+//!   nothing but the event, so the host renders it once for every member.
+//! - `host.recheck`: a member removed from the conversation since connecting
+//!   is closed (4003).
 
-wit_bindgen::generate!({
-    path: "../../wit/legacy/0.1.0",
-    world: "consumer",
-});
+use consumer_host_sdk::close;
+use consumer_host_sdk::prelude::*;
+use consumer_host_sdk::{error, info, warn};
 
 mod protocol;
-mod uuid;
 
-use consumer_host::consumer::database::{self, Value};
-use consumer_host::consumer::logging::{Level, log};
-use consumer_host::consumer::types::Scope;
-use consumer_host::consumer::{connection, groups, state};
 use protocol::{ErrorCode, Incoming};
 
-/// The consumer. It has no fields: everything it needs comes from the host.
-struct Chat;
-
-/// The url kwarg that names the conversation, as in the reference routing
-/// (`ws/<room_name>/`).
+/// The url kwarg that names the conversation (`ws/<room_name>/`).
 const ROOM_KWARG: &str = "room_name";
 
-/// The event type this consumer sends to its group (Channels' naming: the
-/// dot maps to the `chat_message` handler).
-const CHAT_MESSAGE_EVENT: &str = "chat.message";
+/// The event type sent to the room (Channels' naming: `chat_message` handles it).
+const CHAT_MESSAGE: &str = "chat.message";
 
-impl Guest for Chat {
-    /// The chat's message handler renders the event alone: the host may run
-    /// it once per message and send the frame to every member.
-    fn describe() -> ConsumerInfo {
-        ConsumerInfo {
-            pure_events: vec![CHAT_MESSAGE_EVENT.into(), "chat_message".into()],
-        }
-    }
+/// What a connection keeps between events: the room's members when last
+/// looked up (one lookup at connect, none per message unless someone new is
+/// named). It is only a cache: the room comes from the scope, so a version
+/// that kept other state (or none) before a swap serves on.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Chat {
+    /// The members' ids, as stored.
+    #[serde(default)]
+    members: Vec<String>,
+}
 
-    fn connect() {
-        let scope = connection::get_scope();
-        let Some(user) = scope.user.as_ref() else {
-            return refuse("anonymous connection");
+impl Consumer for Chat {
+    const PURE_EVENTS: &'static [&'static str] = &[CHAT_MESSAGE, "chat_message"];
+
+    fn connect(&mut self, cx: &mut Context) -> Result {
+        let Some(user) = cx.user() else {
+            return refuse(cx, "anonymous connection");
         };
-        let Some(room) = room_of(&scope) else {
-            return refuse("room_name is not a UUID");
+        let Some(room) = room_of(cx) else {
+            return refuse(cx, "room_name is not a UUID");
         };
-        let members = match conversation_members(&room.hex) {
-            Ok(members) => members,
-            Err(err) => {
-                log(Level::Error, &format!("membership lookup failed: {err:?}"));
-                return connection::close(1011, "database unavailable");
-            }
+        // A database that fails is the server's problem: the handshake
+        // answers 500.
+        let members = members_of(cx, &room)?;
+        if !members.contains(&user.id) {
+            return refuse(cx, "not a member of this conversation");
+        }
+        cx.group_add(&group_of(&room))?;
+        self.members = members;
+        cx.accept();
+        Ok(())
+    }
+
+    fn receive(&mut self, cx: &mut Context, message: Message) -> Result {
+        if let Err(problem) = self.save_and_send(cx, message) {
+            // A closed connection is not an error here: it is going away.
+            let _ = cx.send_text(&protocol::error_frame(problem.code, &problem.detail));
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, cx: &mut Context, event: Event) -> Result {
+        dispatch!(self, cx, event, [chat_message])
+    }
+
+    fn recheck(&mut self, cx: &mut Context) -> Result {
+        let (Some(user), Some(room)) = (cx.user(), room_of(cx)) else {
+            return Ok(());
         };
-        if !members.iter().any(|member| member == &user.id) {
-            return refuse("not a member of this conversation");
+        self.members = members_of(cx, &room)?;
+        if !self.members.contains(&user.id) {
+            info!("closing: no longer a member of the conversation");
+            cx.close(close::FORBIDDEN, "no longer a member of this conversation");
         }
-        if let Err(err) = groups::group_add(&room.group()) {
-            log(Level::Error, &format!("group-add failed: {err:?}"));
-            return connection::close(1011, "group unavailable");
-        }
-        remember_members(&members);
-        connection::accept(None);
-    }
-
-    fn receive(message: Message) {
-        if let Err(error) = handle_receive(&connection::get_scope(), message) {
-            send_text(&protocol::error_frame(error.code, &error.detail));
-        }
-    }
-
-    fn handle_event(event: String) {
-        match protocol::parse_chat_event(&event) {
-            Ok(Some(chat)) => send_text(&protocol::chat_frame(&chat)),
-            Ok(None) => log(Level::Warn, "ignored an event of an unknown type"),
-            Err(err) => log(Level::Warn, &format!("ignored a malformed event: {err}")),
-        }
-    }
-
-    fn disconnect(_code: u16) {
-        if let Some(room) = room_of(&connection::get_scope()) {
-            // The host leaves every group on disconnect anyway; leaving here
-            // keeps the consumer correct on hosts that do not.
-            let _ = groups::group_discard(&room.group());
-        }
+        Ok(())
     }
 }
 
-/// A problem with a client's message, answered with an error frame.
-struct ReceiveError {
+/// A client's message that cannot be saved, and the error frame it gets.
+struct Problem {
     code: ErrorCode,
     detail: String,
 }
 
-impl ReceiveError {
-    fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self {
-            code,
-            detail: detail.into(),
-        }
+fn problem(code: ErrorCode, detail: impl Into<String>) -> Problem {
+    Problem {
+        code,
+        detail: detail.into(),
     }
 }
 
-fn handle_receive(scope: &Scope, message: Message) -> Result<(), ReceiveError> {
-    let text = match message {
-        Message::Text(text) => text,
-        Message::Binary(_) => {
-            return Err(ReceiveError::new(
+impl Chat {
+    fn save_and_send(
+        &mut self,
+        cx: &mut Context,
+        message: Message,
+    ) -> core::result::Result<(), Problem> {
+        let Message::Text(text) = message else {
+            return Err(problem(
                 ErrorCode::BinaryFrame,
                 "binary frames are not supported; send JSON text",
             ));
+        };
+        let user = cx
+            .user()
+            .ok_or_else(|| problem(ErrorCode::Forbidden, "not logged in"))?;
+        let room =
+            room_of(cx).ok_or_else(|| problem(ErrorCode::Forbidden, "room_name is not a UUID"))?;
+        let Incoming::ChatMessage(chat) =
+            protocol::parse_incoming(&text).map_err(|(code, detail)| problem(code, detail))?;
+        if let Some(conversation) = chat.conversation_id.as_deref()
+            && hex(conversation).as_deref() != Some(room.as_str())
+        {
+            return Err(problem(
+                ErrorCode::InvalidField,
+                "data.conversation_id does not name this room's conversation",
+            ));
         }
-    };
-    let user = scope
-        .user
-        .as_ref()
-        .ok_or_else(|| ReceiveError::new(ErrorCode::Forbidden, "not logged in"))?;
-    let room = room_of(scope)
-        .ok_or_else(|| ReceiveError::new(ErrorCode::Forbidden, "room_name is not a UUID"))?;
-
-    let incoming = protocol::parse_incoming(&text)
-        .map_err(|(code, detail)| ReceiveError::new(code, detail))?;
-    let Incoming::ChatMessage(chat) = incoming;
-
-    if let Some(conversation) = chat.conversation_id.as_deref()
-        && uuid::to_hex(conversation).as_deref() != Some(room.hex.as_str())
-    {
-        return Err(ReceiveError::new(
-            ErrorCode::InvalidField,
-            "data.conversation_id does not name this room's conversation",
-        ));
-    }
-    let sent_to = uuid::to_hex(&chat.sent_to_id).ok_or_else(|| {
-        ReceiveError::new(ErrorCode::InvalidField, "data.sent_to_id is not a UUID")
-    })?;
-    if !is_member(&room.hex, &sent_to)? {
-        return Err(ReceiveError::new(
-            ErrorCode::NotAMember,
-            "data.sent_to_id is not a member of this conversation",
-        ));
-    }
-
-    let row = database::db_insert(
-        "chat_conversationmessage",
-        &[
-            ("conversation_id".into(), Value::Text(room.hex.clone())),
-            ("created_by_id".into(), Value::Text(user.id.clone())),
-            ("sent_to_id".into(), Value::Text(sent_to)),
-            ("body".into(), Value::Text(chat.body.clone())),
-        ],
-    )
-    .map_err(|err| {
-        log(Level::Error, &format!("saving a message failed: {err:?}"));
-        ReceiveError::new(ErrorCode::NotSaved, "the message could not be saved")
-    })?;
-
-    let event = protocol::chat_event(&protocol::ChatEvent {
-        kind: CHAT_MESSAGE_EVENT.into(),
-        body: chat.body,
-        name: user.name.clone().unwrap_or_default(),
-        id: text_column(&row, "id").map(|id| uuid::hyphenate(&id)),
-        created_at: text_column(&row, "created_at"),
-    });
-    groups::group_send(&room.group(), &event).map_err(|err| {
-        log(Level::Error, &format!("group-send failed: {err:?}"));
-        ReceiveError::new(
-            ErrorCode::NotDelivered,
-            "the message was saved but not delivered",
-        )
-    })
-}
-
-/// The conversation a connection is about.
-struct Room {
-    /// The conversation id as the database stores it.
-    hex: String,
-}
-
-impl Room {
-    /// The group of the room's connections. The reference names it
-    /// `chat_<room_name>` with the hyphenated UUID the frontend sends; both
-    /// spellings of the UUID name the same group here.
-    fn group(&self) -> String {
-        format!("chat_{}", uuid::hyphenate(&self.hex))
-    }
-}
-
-fn room_of(scope: &Scope) -> Option<Room> {
-    let (_, value) = scope.url_kwargs.iter().find(|(key, _)| key == ROOM_KWARG)?;
-    Some(Room {
-        hex: uuid::to_hex(value)?,
-    })
-}
-
-fn refuse(why: &str) {
-    log(Level::Info, &format!("refused: {why}"));
-    connection::close(4003, why);
-}
-
-fn conversation_members(room_hex: &str) -> Result<Vec<String>, database::DbError> {
-    let rows = database::db_query(
-        "SELECT user_id FROM chat_conversation_users WHERE conversation_id = ?1",
-        &[Value::Text(room_hex.into())],
-    )?;
-    Ok(rows
-        .rows
-        .into_iter()
-        .filter_map(|row| match row.into_iter().next() {
-            Some(Value::Text(id)) => Some(id),
-            _ => None,
+        let sent_to = hex(&chat.sent_to_id)
+            .ok_or_else(|| problem(ErrorCode::InvalidField, "data.sent_to_id is not a UUID"))?;
+        if !self.is_member(cx, &room, &sent_to)? {
+            return Err(problem(
+                ErrorCode::NotAMember,
+                "data.sent_to_id is not a member of this conversation",
+            ));
+        }
+        let row = cx
+            .db_insert(
+                "chat_conversationmessage",
+                &[
+                    ("conversation_id", room.as_str().into()),
+                    ("created_by_id", user.id.as_str().into()),
+                    ("sent_to_id", sent_to.into()),
+                    ("body", chat.body.as_str().into()),
+                ],
+            )
+            .map_err(|err| {
+                error!(
+                    "saving a message failed: {}",
+                    consumer_host_sdk::db::describe(&err)
+                );
+                problem(ErrorCode::NotSaved, "the message could not be saved")
+            })?;
+        let event = protocol::ChatEvent {
+            kind: CHAT_MESSAGE.into(),
+            body: chat.body,
+            name: user.name.unwrap_or_default(),
+            id: row.text("id").map(hyphenated),
+            created_at: row.text("created_at").map(String::from),
+        };
+        cx.group_send(&group_of(&room), &event).map_err(|err| {
+            error!("group-send failed: {err}");
+            problem(
+                ErrorCode::NotDelivered,
+                "the message was saved but not delivered",
+            )
         })
-        .collect())
-}
-
-/// Caches the member list in the connection state: one lookup at connect,
-/// none per message unless someone new is named.
-fn remember_members(members: &[String]) {
-    let _ = state::set_state(members.join(",").as_bytes());
-}
-
-fn is_member(room_hex: &str, user_hex: &str) -> Result<bool, ReceiveError> {
-    let cached = state::get_state().unwrap_or_default();
-    if cached
-        .split(|byte| *byte == b',')
-        .any(|member| member == user_hex.as_bytes())
-    {
-        return Ok(true);
     }
-    // Members may have been added since connect: look again before refusing.
-    let members = conversation_members(room_hex).map_err(|err| {
-        log(Level::Error, &format!("membership lookup failed: {err:?}"));
-        ReceiveError::new(ErrorCode::NotSaved, "membership could not be checked")
-    })?;
-    remember_members(&members);
-    Ok(members.iter().any(|member| member == user_hex))
+
+    /// Whether `user` is a member: from the list kept at connect, else
+    /// looked up again (members may have been added since).
+    fn is_member(
+        &mut self,
+        cx: &mut Context,
+        room: &str,
+        user: &str,
+    ) -> core::result::Result<bool, Problem> {
+        if self.members.iter().any(|member| member == user) {
+            return Ok(true);
+        }
+        self.members = members_of(cx, room).map_err(|err| {
+            error!("membership lookup failed: {err}");
+            problem(ErrorCode::NotSaved, "membership could not be checked")
+        })?;
+        Ok(self.members.iter().any(|member| member == user))
+    }
+
+    /// Renders a chat message for this member's client.
+    fn chat_message(&mut self, cx: &mut Context, event: Event) -> Result {
+        match event.to::<protocol::ChatEvent>() {
+            // A closed connection is not an error here: it is going away.
+            Ok(chat) => drop(cx.send_text(&protocol::chat_frame(&chat))),
+            Err(err) => warn!("ignored a malformed chat message: {err}"),
+        }
+        Ok(())
+    }
 }
 
-fn text_column(row: &[(String, Value)], name: &str) -> Option<String> {
-    row.iter().find_map(|(column, value)| match value {
-        Value::Text(text) if column == name => Some(text.clone()),
-        _ => None,
-    })
+/// Refuses the handshake: HTTP 403 for the client, the reason in the log.
+fn refuse(cx: &mut Context, why: &str) -> Result {
+    info!("refused: {why}");
+    cx.close(close::FORBIDDEN, why);
+    Ok(())
 }
 
-fn send_text(text: &str) {
-    // A closed connection is not an error here: the host is already tearing it down.
-    let _ = connection::send(&Message::Text(text.into()));
+/// The connection's conversation, as stored (from the url kwarg).
+fn room_of(cx: &mut Context) -> Option<String> {
+    cx.scope().url_kwarg(ROOM_KWARG).and_then(hex)
 }
 
-export!(Chat);
+fn members_of(cx: &mut Context, room: &str) -> Result<Vec<String>> {
+    let rows = cx.db_query(
+        "SELECT user_id FROM chat_conversation_users WHERE conversation_id = ?1",
+        &[room.into()],
+    )?;
+    Ok(rows.texts())
+}
+
+/// The room's group. The reference names it `chat_<room_name>` with the
+/// hyphenated UUID the frontend sends; both spellings of the UUID name the
+/// same group here.
+fn group_of(room: &str) -> String {
+    format!("chat_{}", hyphenated(room))
+}
+
+/// A UUID in any spelling, as Django stores it: 32 lowercase hex digits.
+fn hex(text: &str) -> Option<String> {
+    uuid::Uuid::try_parse(text)
+        .ok()
+        .map(|uuid| uuid.simple().to_string())
+}
+
+/// A UUID in any spelling, hyphenated (as clients and tokens write it).
+fn hyphenated(text: &str) -> String {
+    uuid::Uuid::try_parse(text)
+        .map_or_else(|_| text.to_string(), |uuid| uuid.hyphenated().to_string())
+}
+
+consumer_host_sdk::export!(Chat);
+
+#[cfg(test)]
+mod tests;

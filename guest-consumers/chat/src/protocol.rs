@@ -1,7 +1,5 @@
 //! The reference wire protocol, as JSON.
 
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
 
 /// What a client may send.
@@ -132,57 +130,6 @@ pub struct ChatEvent {
     pub created_at: Option<String>,
 }
 
-/// Serialises the event for `group-send`.
-pub fn chat_event(event: &ChatEvent) -> String {
-    serde_json::to_string(event).expect("serialising a struct of strings cannot fail")
-}
-
-/// A group event as received, borrowing from the event's text.
-#[derive(Deserialize)]
-pub struct ChatEventRef<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow, default)]
-    body: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    created_at: Option<Cow<'a, str>>,
-}
-
-/// Why a group event could not be rendered.
-#[derive(Debug)]
-pub enum EventError {
-    /// Not JSON of the expected shape.
-    Json(serde_json::Error),
-    /// A chat message without `body` or `name`.
-    Incomplete,
-}
-
-impl core::fmt::Display for EventError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            EventError::Json(err) => write!(f, "{err}"),
-            EventError::Incomplete => f.write_str("a chat message needs body and name"),
-        }
-    }
-}
-
-/// Parses a group event, once and without copying its strings: `Ok(None)`
-/// when it is not a chat message.
-pub fn parse_chat_event(event: &str) -> Result<Option<ChatEventRef<'_>>, EventError> {
-    let parsed: ChatEventRef<'_> = serde_json::from_str(event).map_err(EventError::Json)?;
-    if parsed.kind != "chat.message" && parsed.kind != "chat_message" {
-        return Ok(None);
-    }
-    if parsed.body.is_none() || parsed.name.is_none() {
-        return Err(EventError::Incomplete);
-    }
-    Ok(Some(parsed))
-}
-
 /// The tag of this build, if it is a tagged one (see the crate's features).
 const VERSION_TAG: Option<&str> = if cfg!(feature = "version-tag-v2") {
     Some("v2")
@@ -191,7 +138,7 @@ const VERSION_TAG: Option<&str> = if cfg!(feature = "version-tag-v2") {
 };
 
 /// The frame each member receives: `{"body", "name", "id", "created_at"}`.
-pub fn chat_frame(event: &ChatEventRef<'_>) -> String {
+pub fn chat_frame(event: &ChatEvent) -> String {
     #[derive(Serialize)]
     struct Frame<'a> {
         body: &'a str,
@@ -204,8 +151,8 @@ pub fn chat_frame(event: &ChatEventRef<'_>) -> String {
         version: Option<&'static str>,
     }
     let frame = Frame {
-        body: event.body.as_deref().unwrap_or_default(),
-        name: event.name.as_deref().unwrap_or_default(),
+        body: &event.body,
+        name: &event.name,
         id: event.id.as_deref(),
         created_at: event.created_at.as_deref(),
         version: VERSION_TAG,
@@ -254,19 +201,20 @@ mod tests {
 
     #[test]
     fn the_event_round_trips_into_the_frame() {
-        let event = chat_event(&ChatEvent {
+        let event = serde_json::to_string(&ChatEvent {
             kind: "chat.message".into(),
             body: "hé \"quoted\"".into(),
             name: "Alice".into(),
             id: Some("7992fb26-4fc4-40d8-bde8-a6c68ec40aad".into()),
             created_at: Some("2026-11-25 17:22:22.535044".into()),
-        });
-        let parsed = parse_chat_event(&event).unwrap().unwrap();
+        })
+        .unwrap();
+        let parsed: ChatEvent = serde_json::from_str(&event).unwrap();
         let frame: serde_json::Value = serde_json::from_str(&chat_frame(&parsed)).unwrap();
         assert_eq!(frame["body"], "hé \"quoted\"");
         assert_eq!(frame["name"], "Alice");
         assert_eq!(frame["created_at"], "2026-11-25 17:22:22.535044");
-        assert!(parse_chat_event(r#"{"type":"other"}"#).unwrap().is_none());
+        assert!(serde_json::from_str::<ChatEvent>(r#"{"type":"chat.message"}"#).is_err());
     }
 }
 
@@ -302,12 +250,11 @@ mod properties {
             }
         }
 
-        /// Any group event is handled or ignored, never a panic, and a chat
-        /// event round-trips into the frame.
+        /// A chat event round-trips into the frame, whatever its text.
         #[test]
         fn group_events(body in ".{0,80}", name in ".{0,20}") {
-            let event = chat_event(&ChatEvent { kind: "chat.message".into(), body: body.clone(), name, id: None, created_at: None });
-            let parsed = parse_chat_event(&event).unwrap().unwrap();
+            let event = serde_json::to_string(&ChatEvent { kind: "chat.message".into(), body: body.clone(), name, id: None, created_at: None }).unwrap();
+            let parsed: ChatEvent = serde_json::from_str(&event).unwrap();
             let frame: serde_json::Value = serde_json::from_str(&chat_frame(&parsed)).unwrap();
             prop_assert_eq!(frame["body"].as_str().unwrap(), body.as_str());
         }

@@ -395,6 +395,12 @@ pub struct RuntimeConfig {
     pub keep_versions: usize,
     /// How often watched module files are checked for changes.
     pub watch_interval_ms: u64,
+    /// A folder for compiled code, kept between starts and deploys (keyed by
+    /// the module's hash and the engine's settings): a large component
+    /// (Python, JavaScript) compiles once, not at every start. Only the
+    /// server's user may write it. `serve` uses a folder in the user's
+    /// cache when this is not set; the library keeps nothing when it is not.
+    pub compiled_cache: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -405,6 +411,7 @@ impl Default for RuntimeConfig {
             max_wasm_stack_bytes: 512 * 1024,
             keep_versions: 5,
             watch_interval_ms: 500,
+            compiled_cache: None,
         }
     }
 }
@@ -630,6 +637,11 @@ impl Config {
             if consumer.module.is_relative() {
                 consumer.module = base.join(&consumer.module);
             }
+        }
+        if let Some(cache) = &mut self.runtime.compiled_cache
+            && cache.is_relative()
+        {
+            *cache = base.join(&*cache);
         }
     }
 

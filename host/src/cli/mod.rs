@@ -6,9 +6,11 @@
 //!
 //! - serving: `serve`, `migrate`, `seed`, `token`;
 //! - operating a running server ([`admin_client`]): `deploy`, `rollback`,
-//!   `versions`.
+//!   `versions`;
+//! - an author's day ([`author`]): `new`, `test`, `build`, `dev`.
 
 mod admin_client;
+mod author;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -117,6 +119,43 @@ enum Command {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Makes a consumer project in a new folder: it builds and passes its test as made.
+    New {
+        /// The consumer's name (and the folder's).
+        name: String,
+        /// The language it is written in.
+        #[arg(long, value_enum)]
+        lang: author::Lang,
+        /// The folder to make it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Runs a consumer project's tests, natively (no server).
+    Test {
+        /// The project folder (with its consumer.toml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Builds a consumer project into a component and checks it as a deploy would.
+    Build {
+        /// The project folder (with its consumer.toml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where to write the component (default: DIR/dist/NAME.wasm).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Builds, deploys to a running server, and again at every save of the sources.
+    Dev {
+        /// The project folder (with its consumer.toml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The consumer to deploy to (default: the project's name).
+        #[arg(long)]
+        consumer: Option<String>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
 }
 
 /// Most rooms x users `seed` makes in one go.
@@ -211,12 +250,58 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("{answer}");
             Ok(())
         }
+        Command::New { name, lang, dir } => {
+            let made = author::new(&name, lang, &dir)?;
+            eprintln!("made {} ({lang:?})", made.display());
+            eprintln!(
+                "next: consumer-host test {0}; consumer-host build {0}",
+                made.display()
+            );
+            println!("{}", made.display());
+            Ok(())
+        }
+        Command::Test { dir } => author::test(&dir),
+        Command::Build { dir, output } => {
+            let project = author::Project::load(&dir)?;
+            let output = output.unwrap_or_else(|| project.default_output());
+            let built = author::build(&project, &output)?;
+            eprintln!(
+                "built {} in {:.1} s: {} bytes, sha256 {}, world {}, pure events {:?}",
+                project.name,
+                built.elapsed.as_secs_f64(),
+                built.size,
+                &built.sha256[..12],
+                built.world,
+                built.pure_events
+            );
+            println!("{}", built.path.display());
+            Ok(())
+        }
+        Command::Dev {
+            dir,
+            consumer,
+            target,
+        } => {
+            let project = author::Project::load(&dir)?;
+            let consumer = consumer.unwrap_or_else(|| project.name.clone());
+            author::dev(
+                &project,
+                &target,
+                &consumer,
+                std::time::Duration::from_millis(300),
+            )
+        }
     }
 }
 
 fn serve(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let mut config = load_config(common)?;
     config.override_listen(listen);
+    if config.runtime.compiled_cache.is_none() {
+        // Large components (Python, JavaScript) compile once, not at every start.
+        config.runtime.compiled_cache =
+            author::Cache::from_env().ok().map(|cache| cache.compiled());
+    }
     if config.routes.is_empty() {
         bail!(
             "no routes configured: pass --config with [[route]] and [consumer.*] sections (see consumer-host.toml)"

@@ -15,8 +15,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use super::conn::ConnState;
-use super::session::{self, Fault};
+use super::session::Fault;
 use super::{Consumer, LoadError, ModuleVersion, Runtime};
 
 /// Why a deploy or rollback did not happen.
@@ -66,7 +65,9 @@ pub async fn deploy(
         });
     }
     let metrics = &runtime.caps().metrics;
-    let result = check(runtime, consumer, bytes, source.clone()).await;
+    let result = runtime
+        .check(consumer.name(), consumer.config(), bytes, source.clone())
+        .await;
     let version = match result {
         Ok(version) => version,
         Err(err) => {
@@ -93,20 +94,6 @@ pub async fn deploy(
         unchanged: false,
         elapsed,
     })
-}
-
-async fn check(
-    runtime: &Runtime,
-    consumer: &Arc<Consumer>,
-    bytes: Vec<u8>,
-    source: String,
-) -> Result<Arc<ModuleVersion>, DeployError> {
-    let version = runtime.compile(bytes, source).await?;
-    let probe = ConnState::probe(consumer.clone(), runtime.caps().clone());
-    session::trial(consumer, probe, &version)
-        .await
-        .map_err(DeployError::Refused)?;
-    Ok(Arc::new(version))
 }
 
 /// Makes the previous version current again.

@@ -27,7 +27,7 @@ pub mod session;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -81,12 +81,72 @@ pub struct Runtime {
 struct Compiler {
     engine: Engine,
     linker: Linker<HostState>,
+    /// Where compiled code is kept between runs, and the engine's key.
+    cache: Option<(PathBuf, String)>,
+}
+
+/// Feeds what a `Hash` writes into SHA-256, for a key that is the same in
+/// every process with the same engine settings.
+struct Sha256Hasher(Sha256);
+
+impl std::hash::Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        unreachable!("only finalize is used")
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+fn engine_key(engine: &Engine) -> String {
+    use std::hash::Hash;
+    let mut hasher = Sha256Hasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex::encode(&hasher.0.finalize()[..8])
 }
 
 impl Compiler {
+    /// The module compiled: from the cache when this engine compiled it
+    /// before, else compiled now (and kept in the cache).
+    fn component(&self, bytes: &[u8], sha256: &str) -> Result<Component, wasmtime::Error> {
+        let Some((dir, key)) = &self.cache else {
+            return Component::new(&self.engine, bytes);
+        };
+        let path = dir.join(format!("{sha256}-{key}.cwasm"));
+        if path.exists() {
+            let started = std::time::Instant::now();
+            // SAFETY: the file was written below, by `serialize` on an engine
+            // with the same settings (the key says so), into a folder that
+            // only this server's user may write (see README, "Compiled
+            // code cache"); wasmtime also checks the engine before using it.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => {
+                    tracing::info!(sha256, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "compiled code loaded from the cache");
+                    return Ok(component);
+                }
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), error = %err, "unusable compiled code in the cache; compiling again");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let component = Component::new(&self.engine, bytes)?;
+        tracing::info!(sha256, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "compiled");
+        if let Err(err) = component
+            .serialize()
+            .map_err(|err| std::io::Error::other(err.to_string()))
+            .and_then(|compiled| write_atomically(&path, &compiled))
+        {
+            tracing::warn!(path = %path.display(), error = %err, "cannot keep compiled code in the cache");
+        }
+        Ok(component)
+    }
+
     fn compile(&self, bytes: &[u8], source: &str) -> Result<ModuleVersion, LoadError> {
         let invalid = |err: wasmtime::Error| LoadError::Invalid(format!("{err:#}"));
-        let component = Component::new(&self.engine, bytes).map_err(invalid)?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let component = self.component(bytes, &sha256).map_err(invalid)?;
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
         let pre = bindings::ExportsPre::new(pre).map_err(LoadError::Invalid)?;
         Ok(ModuleVersion {
@@ -97,12 +157,28 @@ impl Compiler {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_secs()),
             pre,
-            sha256: hex::encode(Sha256::digest(bytes)),
+            sha256,
             size: bytes.len(),
             source: source.to_string(),
             connections: AtomicUsize::new(0),
         })
     }
+}
+
+/// Writes a file whole, then renames it into place: readers never see half.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::write(&partial, bytes)?;
+    std::fs::rename(&partial, path)
+}
+
+/// Makes the compiled-code cache folder, private to this user.
+fn private_folder(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 fn engine_config(config: &RuntimeConfig, max_memory_bytes: usize) -> EngineConfig {
@@ -121,16 +197,21 @@ fn engine_config(config: &RuntimeConfig, max_memory_bytes: usize) -> EngineConfi
     engine_config.memory_reservation_for_growth(0);
     if config.pooling {
         let mut pool = PoolingAllocationConfig::new();
-        let instances = u32::try_from(config.max_instances).unwrap_or(u32::MAX / 8);
+        let instances = u32::try_from(config.max_instances).unwrap_or(u32::MAX / 64);
+        // A Rust guest is 3 core instances, 2 tables and 1 memory; a Python
+        // one (componentize-py: CPython, libc, the WASI adapter...) is 14
+        // core instances and a dozen tables. Core instances are only
+        // counted; tables and memories are reserved up front (address
+        // space, not memory).
         pool.total_component_instances(instances)
-            .total_core_instances(instances.saturating_mul(4))
+            .total_core_instances(instances.saturating_mul(16))
             .total_memories(instances.saturating_mul(2))
-            .total_tables(instances.saturating_mul(4))
+            .total_tables(instances.saturating_mul(8))
             .total_stacks(instances)
             .max_memory_size(max_memory_bytes)
-            .max_memories_per_component(2)
-            .max_tables_per_component(4)
-            .max_core_instances_per_component(8);
+            .max_memories_per_component(4)
+            .max_tables_per_component(32)
+            .max_core_instances_per_component(64);
         engine_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     engine_config
@@ -162,8 +243,22 @@ impl Runtime {
                 }
             })?;
 
+        let cache = match &config.compiled_cache {
+            Some(dir) => match private_folder(dir) {
+                Ok(()) => Some((dir.clone(), engine_key(&engine))),
+                Err(err) => {
+                    tracing::warn!(folder = %dir.display(), error = %err, "cannot use the compiled-code cache; compiling every module");
+                    None
+                }
+            },
+            None => None,
+        };
         Ok(Self {
-            compiler: Arc::new(Compiler { engine, linker }),
+            compiler: Arc::new(Compiler {
+                engine,
+                linker,
+                cache,
+            }),
             consumers: BTreeMap::new(),
             caps,
             keep_versions: config.keep_versions,
@@ -228,19 +323,49 @@ impl Runtime {
             module = %path.display(),
             "consumer loaded"
         );
-        let consumer = Consumer {
+        let consumer = self.consumer_of(name, config, Arc::new(version), loaded_stamp);
+        self.consumers.insert(name.to_string(), Arc::new(consumer));
+        Ok(())
+    }
+
+    /// A consumer with `version` current, not registered with the runtime.
+    fn consumer_of(
+        &self,
+        name: &str,
+        config: &ConsumerConfig,
+        version: Arc<ModuleVersion>,
+        loaded_stamp: Option<watch::Stamp>,
+    ) -> Consumer {
+        Consumer {
             name: name.to_string(),
             namespace: config.namespace(name).to_string(),
             config: config.clone(),
             engine: self.engine().clone(),
             grant: Arc::new(Grant::new(&config.read, &config.write)),
-            current: ArcSwap::from_pointee(version),
+            current: ArcSwap::new(version),
             previous: Mutex::new(Vec::new()),
             deploying: tokio::sync::Mutex::new(()),
             loaded_stamp,
-        };
-        self.consumers.insert(name.to_string(), Arc::new(consumer));
-        Ok(())
+        }
+    }
+
+    /// Runs a deploy's checks on `bytes` for a consumer configured as
+    /// `config`, without making it current anywhere: compiled, linked, and
+    /// instantiated once under the sandbox (`consumer-host build` runs this).
+    pub async fn check(
+        &self,
+        name: &str,
+        config: &ConsumerConfig,
+        bytes: Vec<u8>,
+        source: String,
+    ) -> Result<Arc<ModuleVersion>, deploy::DeployError> {
+        let version = Arc::new(self.compile(bytes, source).await?);
+        let consumer = Arc::new(self.consumer_of(name, config, version.clone(), None));
+        let probe = conn::ConnState::probe(consumer.clone(), self.caps.clone());
+        session::trial(&consumer, probe, &version)
+            .await
+            .map_err(deploy::DeployError::Refused)?;
+        Ok(version)
     }
 
     /// A consumer by name.
@@ -410,6 +535,17 @@ impl ModuleVersion {
         });
     }
 
+    /// The event types it declared pure, sorted.
+    pub fn pure_events(&self) -> Vec<String> {
+        let mut events: Vec<String> = self
+            .info
+            .get()
+            .map(|info| info.pure_events.iter().cloned().collect())
+            .unwrap_or_default();
+        events.sort();
+        events
+    }
+
     /// Whether `handle-event` for this event type depends on the event alone.
     pub fn is_pure(&self, event_type: &str) -> bool {
         self.info
@@ -431,11 +567,7 @@ impl ModuleVersion {
             "loaded_at": self.loaded_unix,
             "source": self.source,
             "connections": self.connections(),
-            "pure_events": self.info.get().map(|info| {
-                let mut events: Vec<&String> = info.pure_events.iter().collect();
-                events.sort();
-                events
-            }),
+            "pure_events": self.pure_events(),
         })
     }
 }

@@ -113,8 +113,9 @@ fn variants(workspace: &Path) -> Result<Vec<Variant>, String> {
     Ok(manifest.workspace.metadata.guest_build.variants)
 }
 
-/// A `cargo build --release` for the route, with a clean environment.
-fn cargo_build(route: Route, workspace: &Path, extra: &[&str]) -> Result<(), String> {
+/// A `cargo build --release` for the route in `dir`, with a clean
+/// environment (a build script's carries the outer cargo's settings).
+pub fn cargo_build_command(route: Route, dir: &Path, extra: &[&str]) -> Command {
     let (cargo, mut args, env): (&str, Vec<&str>, Vec<(&str, String)>) = match route {
         Route::Wasip2 => (
             "cargo",
@@ -140,6 +141,8 @@ fn cargo_build(route: Route, workspace: &Path, extra: &[&str]) -> Result<(), Str
     args.extend_from_slice(extra);
     let mut command = Command::new(cargo);
     command.args(&args);
+    // Progress as cargo shows it, on a terminal or not.
+    command.env("CARGO_TERM_PROGRESS_WHEN", "auto");
     // A build script's environment carries the outer cargo's settings
     // (RUSTC, RUSTFLAGS, the target dir, the jobserver...): start clean.
     for (key, _) in std::env::vars_os() {
@@ -153,7 +156,17 @@ fn cargo_build(route: Route, workspace: &Path, extra: &[&str]) -> Result<(), Str
         }
     }
     command.envs(env);
-    command.current_dir(workspace);
+    command.current_dir(dir);
+    command
+}
+
+/// Runs [`cargo_build_command`], keeping its output for the error.
+fn cargo_build(route: Route, workspace: &Path, extra: &[&str]) -> Result<(), String> {
+    let mut command = cargo_build_command(route, workspace, extra);
+    let args: Vec<String> = command
+        .get_args()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
     let output = command
         .output()
         .map_err(|err| format!("cannot run cargo for the guests ({route:?}): {err}"))?;
@@ -232,6 +245,35 @@ pub fn build(workspace: &Path) -> Result<Vec<PathBuf>, String> {
     }
     components.sort();
     Ok(components)
+}
+
+/// Builds the crate in `dir` (a consumer project) for this machine's route,
+/// cargo's progress going to this process's stderr; returns the component.
+pub fn build_crate(dir: &Path, crate_name: &str) -> Result<PathBuf, String> {
+    let route = detect()?;
+    let status = cargo_build_command(route, dir, &[])
+        // Cargo's output is progress: stderr, so stdout stays the caller's.
+        .stdout(std::io::stderr())
+        .status()
+        .map_err(|err| format!("cannot run cargo ({route:?}): {err}"))?;
+    if !status.success() {
+        return Err(format!(
+            "cargo build failed ({route:?}, {})",
+            route.target()
+        ));
+    }
+    let artifact = dir
+        .join("target")
+        .join(route.target())
+        .join("release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    if !artifact.exists() {
+        return Err(format!(
+            "cargo built no {}: is the crate a cdylib (crate-type = [\"cdylib\", ...])?",
+            artifact.display()
+        ));
+    }
+    Ok(artifact)
 }
 
 /// The guest workspace of this repository.

@@ -23,7 +23,7 @@ pub struct Config {
     /// Address for HTTP and WebSocket traffic.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// The SQLite database.
+    /// The database: a SQLite file, or PostgreSQL (`url`).
     #[serde(default)]
     pub database: DatabaseConfig,
     /// Token verification and user lookup.
@@ -47,6 +47,42 @@ pub struct Config {
     /// Consumers by name.
     #[serde(default, rename = "consumer")]
     pub consumers: BTreeMap<String, ConsumerConfig>,
+    /// The chat page for trying the chat in a browser.
+    #[serde(default)]
+    pub demo: DemoConfig,
+    /// How the log is written.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`; `--log-format` and `CONSUMER_HOST_LOG_FORMAT`
+    /// override it.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; colours only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, with the same fields.
+    Json,
+}
+
+/// `[demo]`: a chat page at `/` (see `crate::demo`) for a first try.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Serve the page and its API. The API makes users and mints their
+    /// tokens for whoever reaches it, so it is refused unless `listen` is a
+    /// loopback address. Off by default.
+    pub enabled: bool,
 }
 
 /// `[database]`
@@ -55,6 +91,27 @@ pub struct Config {
 pub struct DatabaseConfig {
     /// Path of the SQLite file; created (with the schema) when missing.
     pub path: PathBuf,
+    /// PostgreSQL instead of the SQLite file:
+    /// `postgres://user:password@host:5432/db` (`postgresql://` too), with
+    /// libpq's `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
+    /// `verify-full`) and `sslrootcert` (a PEM file) in the query string.
+    pub url: Option<DatabaseUrl>,
+    /// PostgreSQL: connections kept per pool (one pool for the host's own
+    /// reads, one per consumer role for its queries).
+    pub pool_size: usize,
+    /// PostgreSQL: how long connecting may take before it counts as a failure.
+    pub connect_timeout_ms: u64,
+    /// PostgreSQL: how long a `db-insert` may wait for its commit, queue
+    /// included, before it fails (keep it below the consumers'
+    /// `event_wall_ms`). While the server is unreachable inserts fail at once.
+    pub write_timeout_ms: u64,
+    /// PostgreSQL: writer connections, each committing its own batches; with
+    /// two, one batch is being written while the other waits for its fsync.
+    pub writers: usize,
+    /// PostgreSQL: writes waiting for the writer at most. A write finding
+    /// the queue full waits for room (up to `write_timeout_ms`), then fails
+    /// and is counted in `consumer_host_db_writes_refused_total`.
+    pub max_queued_writes: usize,
     /// `full` (a commit survives power loss) or `normal` (survives a crash of
     /// the process; WAL makes this safe from corruption either way).
     pub synchronous: Synchronous,
@@ -70,7 +127,8 @@ pub struct DatabaseConfig {
     pub commit_delay_us: u64,
     /// How long a statement may wait on a lock held by another process.
     pub busy_timeout_ms: u64,
-    /// A guest's query running longer than this is interrupted.
+    /// A guest's query running longer than this is interrupted (on
+    /// PostgreSQL: the consumers' connections' `statement_timeout`).
     pub query_timeout_ms: u64,
     /// Rows one guest query may return; past it the query fails with a
     /// `db-error` that says so (checked while the rows are collected).
@@ -78,14 +136,52 @@ pub struct DatabaseConfig {
     /// Bytes (of text and blobs, plus 8 per value) one guest query may return.
     pub max_query_bytes: usize,
     /// Longest string or blob a guest's statement may make or read
-    /// (SQLite's `SQLITE_LIMIT_LENGTH` on the consumers' connections).
+    /// (SQLite's `SQLITE_LIMIT_LENGTH` on the consumers' connections; on
+    /// PostgreSQL checked on every parameter and returned value).
     pub max_value_bytes: usize,
+}
+
+/// A database URL; its password never shows in `Debug` output or logs.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl DatabaseConfig {
+    /// The PostgreSQL URL, when PostgreSQL is configured.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.url.as_ref().map(|url| url.0.as_str())
+    }
+
+    /// Where the data is, for messages: the file, or the URL without its password.
+    pub fn location(&self) -> String {
+        match self.postgres_url() {
+            Some(url) => redact_url(url),
+            None => self.path.display().to_string(),
+        }
+    }
+}
+
+/// Whether `text` is a PostgreSQL URL (else it names a SQLite file).
+pub fn is_postgres_url(text: &str) -> bool {
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("db.sqlite3"),
+            url: None,
+            pool_size: 8,
+            connect_timeout_ms: 5_000,
+            write_timeout_ms: 5_000,
+            writers: 2,
+            max_queued_writes: 10_000,
             synchronous: Synchronous::Full,
             readers: 2,
             max_batch: 512,
@@ -654,7 +750,25 @@ impl Config {
         self.check_routes()?;
         self.check_admin()?;
         self.check_layer()?;
-        self.check_consumers()
+        self.check_consumers()?;
+        self.check_demo()
+    }
+
+    /// Every problem [`Config::validate`] finds, one per kind of check
+    /// (`validate` stops at the first): what `consumer-host check` lists.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        [
+            self.check_auth(),
+            self.check_limits(),
+            self.check_routes(),
+            self.check_admin(),
+            self.check_layer(),
+            self.check_consumers(),
+            self.check_demo(),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect()
     }
 
     /// Why the JWT secret is unfit for anything but a demo on this machine,
@@ -726,6 +840,16 @@ impl Config {
             ("[database] max_query_rows", self.database.max_query_rows),
             ("[database] max_query_bytes", self.database.max_query_bytes),
             ("[database] max_value_bytes", self.database.max_value_bytes),
+            ("[database] pool_size", self.database.pool_size),
+            ("[database] writers", self.database.writers),
+            (
+                "[database] max_queued_writes",
+                self.database.max_queued_writes,
+            ),
+            (
+                "[database] write_timeout_ms",
+                self.database.write_timeout_ms as usize,
+            ),
             ("[runtime] max_instances", self.runtime.max_instances),
             (
                 "[runtime] watch_interval_ms",
@@ -738,6 +862,14 @@ impl Config {
         }
         if self.database.max_value_bytes > i32::MAX as usize {
             return invalid("[database] max_value_bytes must be below 2 GiB");
+        }
+        if let Some(url) = &self.database.url
+            && !is_postgres_url(&url.0)
+        {
+            return invalid(format!(
+                "[database] url {url:?} is not a PostgreSQL URL: write postgres://user:password@host:5432/db \
+                 (for SQLite, set `path` instead)"
+            ));
         }
         Ok(())
     }
@@ -828,6 +960,18 @@ impl Config {
         Ok(())
     }
 
+    fn check_demo(&self) -> Result<(), ConfigError> {
+        if self.demo.enabled && !self.listen.ip().is_loopback() {
+            return invalid(format!(
+                "[demo] enabled serves a page whose API makes users and mints their tokens for \
+                 anyone who reaches it, and the server listens on {}, beyond this machine: set \
+                 [demo] enabled = false, or listen on 127.0.0.1 only",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+
     /// `--listen` / its variable.
     pub fn override_listen(&mut self, listen: Option<SocketAddr>) {
         if let Some(listen) = listen {
@@ -835,10 +979,15 @@ impl Config {
         }
     }
 
-    /// `--db` / its variable.
+    /// `--db` / its variable: a SQLite file, or a `postgres://` URL.
     pub fn override_database(&mut self, path: Option<PathBuf>) {
-        if let Some(path) = path {
-            self.database.path = path;
+        let Some(path) = path else { return };
+        match path.to_str().filter(|text| is_postgres_url(text)) {
+            Some(url) => self.database.url = Some(DatabaseUrl(url.to_string())),
+            None => {
+                self.database.path = path;
+                self.database.url = None;
+            }
         }
     }
 
@@ -910,6 +1059,35 @@ mod tests {
     }
 
     #[test]
+    fn db_takes_a_file_or_a_postgres_url() {
+        let mut config = Config::parse(
+            "[database]\nurl = \"postgres://chat:s3cret@db.internal:5432/chat?sslmode=verify-full\"\npool_size = 4",
+        )
+        .unwrap();
+        assert_eq!(
+            config.database.postgres_url(),
+            Some("postgres://chat:s3cret@db.internal:5432/chat?sslmode=verify-full")
+        );
+        assert_eq!(config.database.pool_size, 4);
+        // The password never shows.
+        let shown = format!("{:?} {}", config.database, config.database.location());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        // A file on the command line beats the URL in the file, and back.
+        config.override_database(Some("/tmp/chat.sqlite3".into()));
+        assert_eq!(config.database.postgres_url(), None);
+        assert_eq!(config.database.path, PathBuf::from("/tmp/chat.sqlite3"));
+        config.override_database(Some("postgresql://u@127.0.0.1/x".into()));
+        assert_eq!(
+            config.database.postgres_url(),
+            Some("postgresql://u@127.0.0.1/x")
+        );
+        config.database.url = Some(DatabaseUrl("mysql://u@h/x".into()));
+        config.auth.secret = Some("x".repeat(40));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("not a PostgreSQL URL"), "{err}");
+    }
+
+    #[test]
     fn origins() {
         let mut limits = Limits::default();
         assert!(limits.origin_allowed("https://anything.example"));
@@ -954,6 +1132,26 @@ mod tests {
         config.auth.secret = Some("short".into());
         assert!(!config.loopback_only());
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn the_demo_stays_on_loopback() {
+        let mut config = Config::parse(SAMPLE).unwrap();
+        assert!(!config.demo.enabled, "off by default");
+        config.demo.enabled = true;
+        config.validate().unwrap();
+        config.listen = "0.0.0.0:8000".parse().unwrap();
+        config.auth.secret = Some("k".repeat(32));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("[demo]") && err.contains("0.0.0.0:8000"),
+            "{err}"
+        );
+        // `problems` names this one and the others together.
+        config.routes[0].consumer = "missing".into();
+        let problems: Vec<String> = config.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("missing") && problems[1].contains("[demo]"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ Environment (all optional):
   VENV        the virtualenv with requirements.txt installed; made when missing
               (default tests/django_app/.venv)
   SQLITE_DDL  consumer-host's SQLite schema (default migrations/0001_django_chat.sql)
-  PG_DDL      consumer-host's PostgreSQL schema (default tests/django_app/postgres_schema.sql)
+  PG_DDL      consumer-host's PostgreSQL schema (default migrations/postgres/0001_django_chat.sql)
   PGBIN       PostgreSQL's bin folder (default the newest /usr/lib/postgresql/*/bin);
               without one the PostgreSQL checks are skipped
 As root, initdb refuses to run: the server then runs as the `postgres` user
@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 VENV = Path(os.environ.get("VENV", HERE / ".venv"))
 SQLITE_DDL = Path(os.environ.get("SQLITE_DDL", ROOT / "migrations" / "0001_django_chat.sql"))
-PG_DDL = Path(os.environ.get("PG_DDL", HERE / "postgres_schema.sql"))
+PG_DDL = Path(os.environ.get("PG_DDL", ROOT / "migrations" / "postgres" / "0001_django_chat.sql"))
 REFERENCE = ROOT / "tests" / "fixtures" / "django_chat.sql"
 FOUR = ["useraccount_user", "chat_conversation", "chat_conversation_users", "chat_conversationmessage"]
 

@@ -46,6 +46,20 @@ impl Grant {
         self.write.contains(table)
     }
 
+    /// The tables the consumer may read (those it may write included), sorted.
+    pub fn readable(&self) -> Vec<&str> {
+        let mut tables: Vec<&str> = self.read.iter().map(String::as_str).collect();
+        tables.sort_unstable();
+        tables
+    }
+
+    /// The tables the consumer may insert into, sorted.
+    pub fn writable(&self) -> Vec<&str> {
+        let mut tables: Vec<&str> = self.write.iter().map(String::as_str).collect();
+        tables.sort_unstable();
+        tables
+    }
+
     /// Unique in this process.
     pub fn id(&self) -> u64 {
         self.id
@@ -85,29 +99,133 @@ pub enum Policy {
 /// introspection, the FTS3 tokenizer hook) is refused.
 const GUEST_FUNCTIONS: &[&str] = &[
     // Core scalar functions.
-    "abs", "char", "coalesce", "concat", "concat_ws", "format", "glob", "hex", "ifnull", "iif",
-    "instr", "length", "like", "likelihood", "likely", "lower", "ltrim", "max", "min", "nullif",
-    "octet_length", "printf", "quote", "random", "randomblob", "replace", "round", "rtrim",
-    "sign", "soundex", "substr", "substring", "trim", "typeof", "unhex", "unicode", "unlikely",
-    "upper", "zeroblob",
+    "abs",
+    "char",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "format",
+    "glob",
+    "hex",
+    "ifnull",
+    "iif",
+    "instr",
+    "length",
+    "like",
+    "likelihood",
+    "likely",
+    "lower",
+    "ltrim",
+    "max",
+    "min",
+    "nullif",
+    "octet_length",
+    "printf",
+    "quote",
+    "random",
+    "randomblob",
+    "replace",
+    "round",
+    "rtrim",
+    "sign",
+    "soundex",
+    "substr",
+    "substring",
+    "trim",
+    "typeof",
+    "unhex",
+    "unicode",
+    "unlikely",
+    "upper",
+    "zeroblob",
     // Dates and times.
-    "date", "time", "datetime", "julianday", "unixepoch", "strftime", "timediff",
+    "date",
+    "time",
+    "datetime",
+    "julianday",
+    "unixepoch",
+    "strftime",
+    "timediff",
     // Aggregates.
-    "avg", "count", "group_concat", "string_agg", "sum", "total",
+    "avg",
+    "count",
+    "group_concat",
+    "string_agg",
+    "sum",
+    "total",
     // Window functions.
-    "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead",
-    "first_value", "last_value", "nth_value",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "nth_value",
     // Math.
-    "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "ceil", "ceiling", "cos",
-    "cosh", "degrees", "exp", "floor", "ln", "log", "log10", "log2", "mod", "pi", "pow",
-    "power", "radians", "sin", "sinh", "sqrt", "tan", "tanh", "trunc",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atan2",
+    "atanh",
+    "ceil",
+    "ceiling",
+    "cos",
+    "cosh",
+    "degrees",
+    "exp",
+    "floor",
+    "ln",
+    "log",
+    "log10",
+    "log2",
+    "mod",
+    "pi",
+    "pow",
+    "power",
+    "radians",
+    "sin",
+    "sinh",
+    "sqrt",
+    "tan",
+    "tanh",
+    "trunc",
     // JSON.
-    "json", "jsonb", "json_array", "jsonb_array", "json_array_length", "json_error_position",
-    "json_extract", "jsonb_extract", "json_insert", "jsonb_insert", "json_object",
-    "jsonb_object", "json_patch", "jsonb_patch", "json_pretty", "json_quote", "json_remove",
-    "jsonb_remove", "json_replace", "jsonb_replace", "json_set", "jsonb_set", "json_type",
-    "json_valid", "json_group_array", "jsonb_group_array", "json_group_object",
-    "jsonb_group_object", "json_each", "json_tree",
+    "json",
+    "jsonb",
+    "json_array",
+    "jsonb_array",
+    "json_array_length",
+    "json_error_position",
+    "json_extract",
+    "jsonb_extract",
+    "json_insert",
+    "jsonb_insert",
+    "json_object",
+    "jsonb_object",
+    "json_patch",
+    "jsonb_patch",
+    "json_pretty",
+    "json_quote",
+    "json_remove",
+    "jsonb_remove",
+    "json_replace",
+    "jsonb_replace",
+    "json_set",
+    "jsonb_set",
+    "json_type",
+    "json_valid",
+    "json_group_array",
+    "jsonb_group_array",
+    "json_group_object",
+    "jsonb_group_object",
+    "json_each",
+    "json_tree",
 ];
 
 fn harmless(function: &str) -> bool {
@@ -316,10 +434,7 @@ mod tests {
         let authorizer = Authorizer::install(&mut conn).unwrap();
         let sql = "SELECT v FROM open";
         conn.prepare_cached(sql).unwrap();
-        authorizer.set(Policy::Query(Arc::new(Grant::new(
-            &["open".into()],
-            &[],
-        ))));
+        authorizer.set(Policy::Query(Arc::new(Grant::new(&["open".into()], &[]))));
         authorizer.set(Policy::Trusted);
         // Still cached and valid: no re-prepare happened, and it runs.
         let v: String = conn

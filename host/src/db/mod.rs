@@ -1,36 +1,37 @@
-//! SQLite: one writer thread with group commit, a pool of reader threads.
+//! The database: SQLite (the default: a file, nothing to run) or PostgreSQL
+//! (a server that several nodes on several machines share).
 //!
-//! Database work never runs on the async reactor. Every write goes to the
-//! writer thread, which takes every job waiting (up to `max_batch`), runs them
-//! in one `BEGIN IMMEDIATE` transaction and commits once: one fsync for the
-//! whole batch. WAL checkpoints run on a thread of their own, so the writer
-//! never stops to copy the log into the database. A job's caller hears back only after
-//! the commit, so an acknowledged row is durable. Reads go to reader threads,
-//! each with its own connection (WAL lets them run beside the writer).
+//! [`Database`] is what the rest of the node holds, the same for both:
+//! consumers' `db-query` and `db-insert` within their [`Grant`], the host's
+//! own reads (user lookups), health, shutdown. Each backend keeps the
+//! guest contract identically: typed values, host-filled keys and datetimes
+//! in Django's shapes, the same [`DbError`] cases.
 //!
-//! What a consumer may touch is enforced inside SQLite: see [`grant`].
+//! - [`sqlite`]: one writer thread with group commit, reader threads, grants
+//!   enforced by SQLite's authorizer ([`grant`]); tables read with [`schema`].
+//! - [`postgres`]: a group-commit writer task pipelining each batch in one
+//!   round trip, connection pools, a PostgreSQL role per grant holding
+//!   exactly its privileges.
+//! - [`migrate`], [`seed`]: the Django schema and test data, for both.
 
 pub mod grant;
 pub mod migrate;
+pub mod postgres;
 mod schema;
 pub mod seed;
+pub mod sqlite;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use rusqlite::{Connection, OpenFlags};
-use tokio::sync::oneshot;
-
-use crate::config::{DatabaseConfig, Synchronous};
+use crate::config::DatabaseConfig;
 use crate::metrics::Metrics;
 pub use grant::Grant;
-use grant::{Authorizer, Policy};
 pub use schema::{normalise_uuid, now_django};
+pub use sqlite::Sqlite;
 
-/// A SQLite value, as guests see it.
+/// A value, as guests see it (SQLite's storage classes; PostgreSQL's types map
+/// onto them, see [`postgres`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// NULL
@@ -99,7 +100,7 @@ pub enum DbError {
     /// The statement ran too long and was interrupted.
     #[error("statement timed out")]
     Timeout,
-    /// SQLite failed.
+    /// The database failed, or cannot be reached.
     #[error("database failure: {0}")]
     Failed(String),
     /// The database is shutting down.
@@ -121,24 +122,22 @@ impl From<rusqlite::Error> for DbError {
             _ => None,
         };
         match (&err, failure) {
-            (_, Some((failure, message))) => {
-                match failure.code {
-                    ErrorCode::ConstraintViolation => DbError::Constraint(message),
-                    ErrorCode::AuthorizationForStatementDenied => DbError::AccessDenied(message),
-                    ErrorCode::OperationInterrupted => DbError::Timeout,
-                    ErrorCode::TooBig => DbError::Invalid(format!(
-                        "a string or blob exceeds [database] max_value_bytes ({message})"
-                    )),
-                    _ if message.starts_with("no such table")
-                        || message.starts_with("no such column") =>
-                    {
-                        DbError::NoSuchTable(message)
-                    }
-                    _ if message.contains("not authorized") => DbError::AccessDenied(message),
-                    ErrorCode::Unknown => DbError::Invalid(message),
-                    _ => DbError::Failed(message),
+            (_, Some((failure, message))) => match failure.code {
+                ErrorCode::ConstraintViolation => DbError::Constraint(message),
+                ErrorCode::AuthorizationForStatementDenied => DbError::AccessDenied(message),
+                ErrorCode::OperationInterrupted => DbError::Timeout,
+                ErrorCode::TooBig => DbError::Invalid(format!(
+                    "a string or blob exceeds [database] max_value_bytes ({message})"
+                )),
+                _ if message.starts_with("no such table")
+                    || message.starts_with("no such column") =>
+                {
+                    DbError::NoSuchTable(message)
                 }
-            }
+                _ if message.contains("not authorized") => DbError::AccessDenied(message),
+                ErrorCode::Unknown => DbError::Invalid(message),
+                _ => DbError::Failed(message),
+            },
             (rusqlite::Error::InvalidParameterCount(given, expected), _) => DbError::Invalid(
                 format!("{given} parameters given, the statement has {expected}"),
             ),
@@ -148,29 +147,6 @@ impl From<rusqlite::Error> for DbError {
             _ => DbError::Failed(err.to_string()),
         }
     }
-}
-
-/// The database handle; cheap to clone.
-#[derive(Clone)]
-pub struct Database {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    path: PathBuf,
-    writer: crossbeam_channel::Sender<WriterMessage>,
-    readers: crossbeam_channel::Sender<ReadJob>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    checkpoint_stop: crossbeam_channel::Sender<()>,
-    reader_count: usize,
-    limits: QueryLimits,
-}
-
-type ReadJob = Box<dyn FnOnce(&mut ReaderConnection) + Send>;
-
-enum WriterMessage {
-    Job(Box<dyn WriteJob>),
-    Stop,
 }
 
 /// Opening the database failed; the text says what to check.
@@ -187,610 +163,183 @@ pub enum OpenError {
     /// A database thread could not be started.
     #[error("cannot start the database's threads: {0}")]
     Thread(#[from] std::io::Error),
+    /// PostgreSQL could not be reached, refused the login, or a migration
+    /// failed; the text says which and what to check.
+    #[error("{0}")]
+    Postgres(String),
 }
 
-/// What a guest's query may return and make ([`DatabaseConfig`]'s caps).
-#[derive(Debug, Clone, Copy)]
-struct QueryLimits {
-    timeout: Duration,
-    max_rows: usize,
-    max_bytes: usize,
-    max_value_bytes: i32,
+/// The database handle; cheap to clone.
+#[derive(Clone)]
+pub struct Database {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+impl From<Sqlite> for Database {
+    fn from(sqlite: Sqlite) -> Self {
+        Self {
+            backend: Backend::Sqlite(sqlite),
+        }
+    }
 }
 
 impl Database {
-    /// Opens (creating if needed) the database, applies the migrations, and
-    /// starts the writer and reader threads.
+    /// Opens (creating if needed) the SQLite file at `config.path`, applies
+    /// the migrations and starts the writer and reader threads. Blocking.
     pub fn open(config: &DatabaseConfig, metrics: Arc<Metrics>) -> Result<Self, OpenError> {
-        let path = config.path.clone();
-        let fail = |source| OpenError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let mut writer_conn = open_connection(&path, config, false).map_err(fail)?;
-        migrate::apply(&mut writer_conn).map_err(fail)?;
+        Sqlite::open(config, metrics).map(Self::from)
+    }
 
-        let (writer_tx, writer_rx) = crossbeam_channel::unbounded();
-        let (reader_tx, reader_rx) = crossbeam_channel::unbounded::<ReadJob>();
-        let mut threads = Vec::new();
-        let max_batch = config.max_batch;
-        let commit_delay = Duration::from_micros(config.commit_delay_us);
-        threads.push(
-            std::thread::Builder::new()
-                .name("db-writer".into())
-                .spawn(move || {
-                    writer_loop(writer_conn, writer_rx, max_batch, commit_delay, metrics)
-                })?,
-        );
-        let (checkpoint_stop, checkpoint_stopped) = crossbeam_channel::bounded(1);
-        let checkpointer = open_connection(&path, config, false).map_err(fail)?;
-        threads.push(
-            std::thread::Builder::new()
-                .name("db-checkpoint".into())
-                .spawn(move || checkpoint_loop(checkpointer, checkpoint_stopped))?,
-        );
-        for n in 0..config.readers {
-            let conn = open_connection(&path, config, true).map_err(fail)?;
-            let mut reader = ReaderConnection::new(conn).map_err(fail)?;
-            let jobs = reader_rx.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("db-reader-{n}"))
-                    .spawn(move || {
-                        while let Ok(job) = jobs.recv() {
-                            job(&mut reader);
-                            if reader.stop {
-                                break;
-                            }
-                        }
-                    })?,
-            );
+    /// Opens the configured database: PostgreSQL when `[database] url` is
+    /// set (connecting, migrating under an advisory lock, starting the
+    /// writer), else the SQLite file (on a blocking thread).
+    pub async fn connect(
+        config: &DatabaseConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, OpenError> {
+        if config.postgres_url().is_some() {
+            let postgres = postgres::Postgres::connect(config, metrics).await?;
+            return Ok(Self {
+                backend: Backend::Postgres(postgres),
+            });
         }
-        Ok(Self {
-            inner: Arc::new(Inner {
-                path,
-                writer: writer_tx,
-                readers: reader_tx,
-                threads: Mutex::new(threads),
-                checkpoint_stop,
-                reader_count: config.readers,
-                limits: QueryLimits {
-                    timeout: Duration::from_millis(config.query_timeout_ms),
-                    max_rows: config.max_query_rows,
-                    max_bytes: config.max_query_bytes,
-                    max_value_bytes: i32::try_from(config.max_value_bytes).unwrap_or(i32::MAX),
-                },
-            }),
-        })
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Self::open(&config, metrics))
+            .await
+            .map_err(|err| OpenError::Thread(std::io::Error::other(err)))?
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// The SQLite backend, if this is one.
+    pub fn sqlite(&self) -> Option<&Sqlite> {
+        match &self.backend {
+            Backend::Sqlite(sqlite) => Some(sqlite),
+            Backend::Postgres(_) => None,
+        }
     }
 
-    /// What the admin API shows of the database.
+    /// What the admin API shows of the database (no password).
     pub fn describe(&self) -> serde_json::Value {
-        serde_json::json!({ "kind": "sqlite", "path": self.inner.path.display().to_string() })
+        match &self.backend {
+            Backend::Sqlite(sqlite) => sqlite.describe(),
+            Backend::Postgres(postgres) => postgres.describe(),
+        }
     }
 
-    /// Runs `work` on a reader thread with no grant (trusted host code).
-    pub async fn read<R, F>(&self, work: F) -> Result<R, DbError>
-    where
-        F: FnOnce(&Connection) -> Result<R, DbError> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.on_reader(move |reader| {
-            reader.authorizer.set(Policy::Trusted);
-            work(&reader.conn)
-        })
-        .await
+    /// Whether the database can take writes now (`/healthz` says
+    /// `degraded` when not). SQLite: always.
+    pub fn healthy(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => true,
+            Backend::Postgres(postgres) => postgres.healthy(),
+        }
     }
 
-    async fn on_reader<R, F>(&self, work: F) -> Result<R, DbError>
-    where
-        F: FnOnce(&mut ReaderConnection) -> Result<R, DbError> + Send + 'static,
-        R: Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let job: ReadJob = Box::new(move |reader| {
-            let _ = tx.send(work(reader));
-        });
-        self.inner.readers.send(job).map_err(|_| DbError::Closed)?;
-        rx.await.map_err(|_| DbError::Closed)?
+    /// Makes what a consumer's grant needs before its first call (on
+    /// PostgreSQL its role, holding exactly the granted privileges), so a
+    /// database that refuses stops the start with a clear error.
+    pub async fn prepare_grant(&self, grant: &Arc<Grant>) -> Result<(), DbError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(postgres) => postgres.prepare_grant(grant).await.map(|_| ()),
+        }
     }
 
-    /// Runs `work` in the writer's next batch; resolves after the batch has
-    /// committed (or failed). `work` shares the batch's transaction: it should
-    /// write with one statement (a failing statement undoes itself and the
-    /// rest of the batch commits), or use a savepoint of its own.
-    pub async fn write<R, F>(&self, work: F) -> Result<R, DbError>
-    where
-        F: FnOnce(&mut WriterState) -> Result<R, DbError> + Send + 'static,
-        R: Send + 'static,
-    {
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            work: Some(work),
-            result: None,
-            reply,
-        };
-        self.inner
-            .writer
-            .send(WriterMessage::Job(Box::new(job)))
-            .map_err(|_| DbError::Closed)?;
-        rx.await.map_err(|_| DbError::Closed)?
+    /// The host's own read of one row (the user lookup): `sql`, with `?1`,
+    /// `?2`... bound to `params`, under no grant. `None` when no row.
+    pub async fn read_row(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Option<Vec<Value>>, DbError> {
+        match &self.backend {
+            Backend::Sqlite(sqlite) => sqlite.read_row(sql.to_string(), params).await,
+            Backend::Postgres(postgres) => postgres.read_row(sql, params).await,
+        }
     }
 
-    /// A consumer's `db-query`: one read-only statement, checked against the
-    /// grant by SQLite's authorizer, interrupted after the query timeout.
+    /// A consumer's `db-query`: one read-only statement within its grant.
     pub async fn query(
         &self,
         grant: Arc<Grant>,
         sql: String,
         params: Vec<Value>,
     ) -> Result<Rows, DbError> {
-        let limits = self.inner.limits;
-        self.on_reader(move |reader| reader.guest_query(&grant, &sql, &params, limits))
-            .await
+        match &self.backend {
+            Backend::Sqlite(sqlite) => sqlite.query(grant, sql, params).await,
+            Backend::Postgres(postgres) => postgres.query(grant, sql, params).await,
+        }
     }
 
-    /// A consumer's `db-insert`; see [`schema`] for what the host fills in.
+    /// A consumer's `db-insert`: resolves once the row is durable.
     pub async fn insert(
         &self,
         grant: Arc<Grant>,
         table: String,
         row: Vec<(String, Value)>,
     ) -> Result<Vec<(String, Value)>, DbError> {
-        if !grant.may_write(&table) {
-            return Err(DbError::AccessDenied(format!(
-                "this consumer may not insert into {table:?}; grant it under `write` in its config"
-            )));
-        }
-        self.write(move |state| state.insert(&grant, &table, row))
-            .await
-    }
-
-    /// Finishes every queued write, then stops the threads. Later calls fail
-    /// with [`DbError::Closed`].
-    pub fn close(&self) {
-        let _ = self.inner.writer.send(WriterMessage::Stop);
-        let _ = self.inner.checkpoint_stop.try_send(());
-        // Readers stop when their queue closes; a reader may be mid-query, so
-        // give each a no-op that ends it instead of waiting on the channel.
-        for _ in 0..self.inner.reader_count {
-            let _ = self
-                .inner
-                .readers
-                .send(Box::new(|reader: &mut ReaderConnection| {
-                    reader.stop = true;
-                }));
-        }
-        let threads = std::mem::take(&mut *self.inner.threads.lock().expect("not poisoned"));
-        for thread in threads {
-            let _ = thread.join();
+        match &self.backend {
+            Backend::Sqlite(sqlite) => sqlite.insert(grant, table, row).await,
+            Backend::Postgres(postgres) => postgres.insert(grant, table, row).await,
         }
     }
-}
 
-fn open_connection(
-    path: &Path,
-    config: &DatabaseConfig,
-    read_only: bool,
-) -> rusqlite::Result<Connection> {
-    let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    };
-    let mut conn = Connection::open_with_flags(path, flags)?;
-    harden(&conn)?;
-    BUSY_TIMEOUT_MS.store(config.busy_timeout_ms, Ordering::Relaxed);
-    conn.busy_handler(Some(wait_while_busy))?;
-    if !read_only {
-        // WAL: readers never block the writer nor the writer readers.
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(%mode, "SQLite refused WAL mode; readers will wait on the writer");
-        }
-    }
-    let synchronous = match config.synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
-    // A 32 MiB page cache per connection: the tables' and indexes' hot
-    // pages stay in memory instead of being read again at every statement.
-    // Foreign keys are not left to SQLite: Django declares them DEFERRABLE
-    // INITIALLY DEFERRED, so SQLite would check them only at COMMIT and fail
-    // the whole batch for one bad row, and would look every parent up a
-    // second time. The host checks each insert's references itself (see
-    // `schema`), which is also what gives a guest a precise error.
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = OFF; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
-    ))?;
-    if !read_only {
-        // Checkpoints are the checkpointer thread's job, off the write path.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
-    }
-    conn.set_prepared_statement_cache_capacity(256);
-    Ok(conn)
-}
-
-/// Closes what SQLite leaves open to SQL it did not write itself: guests'
-/// statements run on these connections. Defensive mode refuses writes to
-/// the schema and to virtual tables' shadow tables, and
-/// `PRAGMA writable_schema`; an untrusted schema keeps functions with side
-/// effects out of views and triggers; the FTS3 tokenizer hook (which takes
-/// and returns raw pointers) stays off.
-fn harden(conn: &Connection) -> rusqlite::Result<()> {
-    use rusqlite::config::DbConfig;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, false)?;
-    Ok(())
-}
-
-/// How long a statement waits for a lock another process holds
-/// (`[database] busy_timeout_ms`; one value per process).
-static BUSY_TIMEOUT_MS: AtomicU64 = AtomicU64::new(5_000);
-
-/// SQLite's own busy timeout sleeps in steps of up to 100 ms, which is what
-/// a write waits when another process (another node on the same file) holds
-/// the lock for a moment: group commits hold it for about a millisecond. This
-/// waits in steps of 100 µs, then 1 ms, up to the configured timeout.
-fn wait_while_busy(attempt: i32) -> bool {
-    let attempt = attempt.max(0) as u64;
-    let (step, waited) = if attempt < 100 {
-        (
-            Duration::from_micros(100),
-            Duration::from_micros(100 * attempt),
-        )
-    } else {
-        (
-            Duration::from_millis(1),
-            Duration::from_millis(10 + (attempt - 100)),
-        )
-    };
-    if waited.as_millis() as u64 >= BUSY_TIMEOUT_MS.load(Ordering::Relaxed) {
-        return false;
-    }
-    std::thread::sleep(step);
-    true
-}
-
-/// How often the checkpointer copies the WAL into the database.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Copies the write-ahead log into the database file now and then, so the
-/// log stays short without the writer ever waiting for it. PASSIVE: it
-/// never blocks the writer or readers, it does what it can.
-fn checkpoint_loop(conn: Connection, stop: crossbeam_channel::Receiver<()>) {
-    loop {
-        match stop.recv_timeout(CHECKPOINT_INTERVAL) {
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            _ => return,
-        }
-        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %err, "WAL checkpoint failed");
-        }
-    }
-}
-
-/// A reader thread's connection and what it has set on it.
-pub struct ReaderConnection {
-    conn: Connection,
-    authorizer: Authorizer,
-    /// Milliseconds since `epoch` after which the progress handler interrupts.
-    deadline: Arc<AtomicI64>,
-    epoch: Instant,
-    stop: bool,
-}
-
-impl ReaderConnection {
-    fn new(mut conn: Connection) -> rusqlite::Result<Self> {
-        let deadline = Arc::new(AtomicI64::new(i64::MAX));
-        let epoch = Instant::now();
-        let watched = deadline.clone();
-        // Every 1000 virtual-machine steps: past the deadline, interrupt.
-        conn.progress_handler(
-            1_000,
-            Some(move || epoch.elapsed().as_millis() as i64 > watched.load(Ordering::Relaxed)),
-        )?;
-        let authorizer = Authorizer::install(&mut conn)?;
-        Ok(Self {
-            conn,
-            authorizer,
-            deadline,
-            epoch,
-            stop: false,
-        })
-    }
-
-    fn guest_query(
-        &mut self,
-        grant: &Arc<Grant>,
-        sql: &str,
-        params: &[Value],
-        limits: QueryLimits,
-    ) -> Result<Rows, DbError> {
-        use rusqlite::limits::Limit;
-        // The statement cache is keyed by SQL text, and SQLite authorizes a
-        // statement when it is prepared: tagging the text with the grant keeps
-        // one consumer from reusing a statement another was allowed to prepare.
-        let tagged = format!("{}{sql}", grant.cache_tag());
-        let deadline = self.epoch.elapsed() + limits.timeout;
-        self.deadline
-            .store(deadline.as_millis() as i64, Ordering::Relaxed);
-        self.authorizer.set(Policy::Query(grant.clone()));
-        // No string or blob a guest's statement makes may exceed the cap
-        // (`zeroblob(999999999)` fails at once instead of allocating).
-        let length = self
-            .conn
-            .set_limit(Limit::SQLITE_LIMIT_LENGTH, limits.max_value_bytes);
-        let result = run_query(&self.conn, &tagged, params, limits);
-        if let Ok(previous) = length {
-            let _ = self.conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, previous);
-        }
-        self.authorizer.set(Policy::Trusted);
-        self.deadline.store(i64::MAX, Ordering::Relaxed);
-        result
-    }
-}
-
-/// The bytes a value takes in a result, for the query's byte cap.
-fn value_bytes(value: &Value) -> usize {
-    8 + match value {
-        Value::Text(text) => text.len(),
-        Value::Blob(blob) => blob.len(),
-        _ => 0,
-    }
-}
-
-fn run_query(
-    conn: &Connection,
-    sql: &str,
-    params: &[Value],
-    limits: QueryLimits,
-) -> Result<Rows, DbError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    if !stmt.readonly() {
-        return Err(DbError::Invalid(
-            "db-query runs read-only statements; use db-insert to write".into(),
-        ));
-    }
-    let expected = stmt.parameter_count();
-    if expected != params.len() {
-        return Err(DbError::Invalid(format!(
-            "{} parameters given, the statement has {expected}",
-            params.len()
-        )));
-    }
-    let columns: Vec<String> = stmt.column_names().map(String::from).collect();
-    let width = columns.len();
-    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
-    let mut out = Vec::new();
-    let mut bytes = 0;
-    // The caps are checked as rows come, so a query that would return too
-    // much stops before it holds it all.
-    while let Some(row) = rows.next()? {
-        if out.len() == limits.max_rows {
-            return Err(DbError::Invalid(format!(
-                "the query returns more than {} rows ([database] max_query_rows): add a LIMIT",
-                limits.max_rows
-            )));
-        }
-        let mut values = Vec::with_capacity(width);
-        for index in 0..width {
-            let value = Value::from(row.get_ref(index)?);
-            bytes += value_bytes(&value);
-            values.push(value);
-        }
-        if bytes > limits.max_bytes {
-            return Err(DbError::Invalid(format!(
-                "the query returns more than {} bytes ([database] max_query_bytes): select \
-                 fewer columns or rows",
-                limits.max_bytes
-            )));
-        }
-        out.push(values);
-    }
-    Ok(Rows { columns, rows: out })
-}
-
-/// The writer thread's connection and its cache of table shapes.
-pub struct WriterState {
-    conn: Connection,
-    authorizer: Authorizer,
-    tables: schema::TableCache,
-}
-
-impl WriterState {
-    /// The connection, inside the batch's transaction.
-    pub fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
-    /// Inserts one row the way `db-insert` documents, as `grant` allows.
-    pub fn insert(
-        &mut self,
-        grant: &Arc<Grant>,
-        table: &str,
+    /// A consumer's `db-insert`, in two steps: resolves once the row is
+    /// written (or refused, with the statement's error), with its commit to
+    /// wait for. What depends on the row being durable waits for that.
+    pub async fn insert_staged(
+        &self,
+        grant: Arc<Grant>,
+        table: String,
         row: Vec<(String, Value)>,
-    ) -> Result<Vec<(String, Value)>, DbError> {
-        let info = self.tables.get(&self.conn, table)?;
-        schema::insert(&self.conn, &self.authorizer, grant, &info, row)
+    ) -> Result<(Vec<(String, Value)>, Committed), DbError> {
+        match &self.backend {
+            Backend::Sqlite(sqlite) => sqlite.insert_staged(grant, table, row).await,
+            // Committed when it returns.
+            Backend::Postgres(postgres) => postgres
+                .insert(grant, table, row)
+                .await
+                .map(|row| (row, Committed::done())),
+        }
+    }
+
+    /// Finishes every queued write, then stops. Later calls fail with
+    /// [`DbError::Closed`]. Blocks: call it from a blocking thread.
+    pub fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(sqlite) => sqlite.close(),
+            Backend::Postgres(postgres) => postgres.close(),
+        }
     }
 }
 
-trait WriteJob: Send {
-    /// Runs inside the batch transaction; returns whether it succeeded.
-    fn run(&mut self, state: &mut WriterState) -> bool;
-    /// Reports the outcome once the batch has committed (`Ok`) or failed.
-    fn complete(self: Box<Self>, committed: Result<(), DbError>);
-}
+/// The commit of a write: wait for it to know the row is durable.
+pub struct Committed(Option<tokio::sync::oneshot::Receiver<Result<(), DbError>>>);
 
-struct Job<F, R> {
-    work: Option<F>,
-    result: Option<Result<R, DbError>>,
-    reply: oneshot::Sender<Result<R, DbError>>,
-}
-
-impl<F, R> WriteJob for Job<F, R>
-where
-    F: FnOnce(&mut WriterState) -> Result<R, DbError> + Send,
-    R: Send,
-{
-    fn run(&mut self, state: &mut WriterState) -> bool {
-        let work = self.work.take().expect("a job runs once");
-        let result = work(state);
-        let ok = result.is_ok();
-        self.result = Some(result);
-        ok
+impl Committed {
+    /// A write already durable.
+    pub fn done() -> Self {
+        Self(None)
     }
 
-    fn complete(self: Box<Self>, committed: Result<(), DbError>) {
-        let result = match (committed, self.result) {
-            (Ok(()), Some(result)) => result,
-            (Err(err), Some(Ok(_))) | (Err(err), None) => Err(err),
-            (_, Some(Err(err))) => Err(err),
-            (Ok(()), None) => Err(DbError::Failed("job did not run".into())),
+    /// A write whose batch commits later.
+    pub(crate) fn pending(commit: tokio::sync::oneshot::Receiver<Result<(), DbError>>) -> Self {
+        Self(Some(commit))
+    }
+
+    /// Resolves when the write is durable, or with why it is not.
+    /// Cancel-safe: waiting again after a cancelled wait is fine.
+    pub async fn wait(&mut self) -> Result<(), DbError> {
+        let Some(commit) = &mut self.0 else {
+            return Ok(());
         };
-        let _ = self.reply.send(result);
+        let outcome = commit.await.unwrap_or(Err(DbError::Closed));
+        self.0 = None;
+        outcome
     }
-}
-
-/// Past this many frames (32 MiB of 4 KiB pages) the writer checkpoints
-/// between batches so that the log starts over.
-const WAL_RESTART_FRAMES: i64 = 8_192;
-
-/// A batch at least this large means writers are queueing: the next batch
-/// may wait for company.
-const LINGER_AFTER_BATCH: usize = 4;
-
-fn writer_loop(
-    conn: Connection,
-    jobs: crossbeam_channel::Receiver<WriterMessage>,
-    max_batch: usize,
-    commit_delay: Duration,
-    metrics: Arc<Metrics>,
-) {
-    let mut conn = conn;
-    let authorizer = match Authorizer::install(&mut conn) {
-        Ok(authorizer) => authorizer,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot install the writer's authorizer; refusing every write");
-            while let Ok(WriterMessage::Job(job)) = jobs.recv() {
-                job.complete(Err(DbError::Failed(
-                    "the database writer could not start".into(),
-                )));
-            }
-            return;
-        }
-    };
-    // The log's length after each commit, for bounding it (see below).
-    let wal_frames = Arc::new(AtomicI64::new(0));
-    let seen = wal_frames.clone();
-    if let Err(err) = conn.wal_hook(Some(
-        move |_: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
-            seen.store(i64::from(frames), Ordering::Relaxed);
-            Ok(())
-        },
-    )) {
-        tracing::warn!(error = %err, "cannot watch the WAL's length");
-    }
-    let mut state = WriterState {
-        conn,
-        authorizer,
-        tables: schema::TableCache::default(),
-    };
-    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max_batch);
-    let mut stopping = false;
-    let mut previous_size = 0;
-    while !stopping {
-        match jobs.recv() {
-            Ok(WriterMessage::Job(job)) => batch.push(job),
-            Ok(WriterMessage::Stop) | Err(_) => break,
-        }
-        // Group commit: everything that queued up while the last batch was
-        // being written goes into this one. When the last batch was busy,
-        // wait up to `commit_delay` for more: each commit writes every page it
-        // touched, and rows in one batch share index pages, so fuller batches
-        // write far fewer pages per row. A lone writer never waits.
-        let linger_until =
-            (previous_size >= LINGER_AFTER_BATCH).then(|| Instant::now() + commit_delay);
-        while batch.len() < max_batch {
-            let next = match linger_until {
-                Some(until) => jobs.recv_deadline(until).map_err(|_| ()),
-                None => jobs.try_recv().map_err(|_| ()),
-            };
-            match next {
-                Ok(WriterMessage::Job(job)) => batch.push(job),
-                Ok(WriterMessage::Stop) => {
-                    stopping = true;
-                    break;
-                }
-                Err(()) => break,
-            }
-        }
-        let size = batch.len();
-        previous_size = size;
-        let outcome = run_batch(&mut state, &mut batch);
-        if let Err(err) = &outcome {
-            tracing::error!(error = %err, jobs = size, "a write batch failed to commit");
-            metrics.db_batch_failures.inc();
-        }
-        metrics.db_batches.inc();
-        metrics.db_writes.add(size as u64);
-        // The checkpointer copies the log into the database concurrently, but
-        // the log only starts over when a checkpoint has caught up between two
-        // write transactions, which a busy writer never leaves room for. Past
-        // a bound, the writer checkpoints itself (cheaply: the checkpointer has
-        // copied most of it), so the log restarts instead of growing forever.
-        if wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
-            if let Err(err) = state
-                .conn
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            {
-                tracing::warn!(error = %err, "WAL checkpoint by the writer failed");
-            }
-            wal_frames.store(0, Ordering::Relaxed);
-        }
-        for job in batch.drain(..) {
-            job.complete(outcome.clone());
-        }
-    }
-    // Drain what is still queued so no caller waits forever.
-    while let Ok(message) = jobs.try_recv() {
-        if let WriterMessage::Job(job) = message {
-            job.complete(Err(DbError::Closed));
-        }
-    }
-    if let Err(err) = state.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-        tracing::warn!(error = %err, "WAL checkpoint at shutdown failed");
-    }
-}
-
-fn run_batch(state: &mut WriterState, batch: &mut [Box<dyn WriteJob>]) -> Result<(), DbError> {
-    state.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-    // Under the write lock the schema cannot change until the commit.
-    if let Err(err) = state.tables.check_schema(&state.conn) {
-        let _ = state.conn.execute_batch("ROLLBACK");
-        return Err(err);
-    }
-    for job in batch.iter_mut() {
-        // A job's statement that fails rolls itself back (SQLite undoes a
-        // failed statement); the rest of the batch commits.
-        job.run(state);
-    }
-    if let Err(err) = state
-        .conn
-        .prepare_cached("COMMIT")
-        .and_then(|mut commit| commit.execute([]))
-    {
-        let _ = state.conn.execute_batch("ROLLBACK");
-        return Err(err.into());
-    }
-    Ok(())
 }

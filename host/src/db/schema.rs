@@ -101,7 +101,10 @@ impl TableCache {
             .query_row([], |row| row.get(0))?;
         if self.schema_version != Some(version) {
             if self.schema_version.is_some() {
-                tracing::info!(version, "the database schema changed; table shapes read again");
+                tracing::info!(
+                    version,
+                    "the database schema changed; table shapes read again"
+                );
             }
             self.tables.clear();
             self.schema_version = Some(version);

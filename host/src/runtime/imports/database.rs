@@ -50,11 +50,14 @@ impl database::Host for ConnState {
             .into_iter()
             .map(|(column, value)| (column, value.into()))
             .collect();
-        let written = self
+        // The row is written (or refused) now; it is durable when `commit`
+        // resolves, and what this event sends waits for that.
+        let (written, commit) = self
             .caps
             .db
-            .insert(self.consumer.grant().clone(), table, row)
+            .insert_staged(self.consumer.grant().clone(), table, row)
             .await?;
+        self.wait_for(commit);
         Ok(written
             .into_iter()
             .map(|(column, value)| (column, value.into()))

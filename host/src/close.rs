@@ -43,7 +43,14 @@ mod tests {
     fn consumers_keep_to_their_range() {
         assert!(allowed_for_consumers(NORMAL));
         assert!(allowed_for_consumers(4003));
-        for reserved in [GOING_AWAY, ABNORMAL, INTERNAL_ERROR, TRY_AGAIN_LATER, 2999, 5000] {
+        for reserved in [
+            GOING_AWAY,
+            ABNORMAL,
+            INTERNAL_ERROR,
+            TRY_AGAIN_LATER,
+            2999,
+            5000,
+        ] {
             assert!(!allowed_for_consumers(reserved), "{reserved}");
         }
     }

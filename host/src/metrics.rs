@@ -86,6 +86,11 @@ impl Labelled {
         counts.get(label).copied().unwrap_or(0)
     }
 
+    /// Every label's count, by label.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, u64> {
+        self.counts.lock().expect("not poisoned").clone()
+    }
+
     fn render(&self, out: &mut String, name: &str, label: &str, help: &str) {
         let _ = writeln!(
             out,
@@ -99,7 +104,13 @@ impl Labelled {
 }
 
 /// Writes one metric in the Prometheus text format, with its help and type.
-pub fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+pub fn write_metric(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl std::fmt::Display,
+) {
     let _ = writeln!(
         out,
         "# HELP consumer_host_{name} {help}\n# TYPE consumer_host_{name} {kind}\nconsumer_host_{name} {value}"
@@ -152,7 +163,8 @@ metrics! {
         messages_sent: "messages_sent_total", "Messages queued to clients.";
         rendered_deliveries: "rendered_deliveries_total", "Group events delivered from a single rendering by a pure handler.";
         group_sends: "group_sends_total", "group-send calls by consumers.";
-        slow_client_closes: "slow_client_closes_total", "Connections closed because their send queue was full.";
+        slow_client_closes: "slow_client_closes_total", "Connections closed because their client did not read (its queue stalled or reached its hard cap): 4008.";
+        pressure_waits: "pressure_waits_total", "Times a connection waited before reading its client because the node was under pressure (overload).";
         mailbox_overflow_closes: "mailbox_overflow_closes_total", "Connections closed because their event mailbox was full.";
         guest_traps: "guest_traps_total", "Guest traps and broken host rules; the connection was closed with 1011.";
         guest_deadline_overruns: "guest_deadline_overruns_total", "Events that overran their CPU or wall-clock deadline (1011).";
@@ -166,6 +178,9 @@ metrics! {
         db_batches: "db_batches_total", "Write batches (group commits).";
         db_writes: "db_writes_total", "Writes committed in batches.";
         db_batch_failures: "db_batch_failures_total", "Write batches that failed.";
+        db_writes_refused: "db_writes_refused_total", "Inserts refused because the PostgreSQL write queue stayed full ([database] max_queued_writes).";
+        db_unavailable: "db_unavailable_total", "Database calls failed at once because PostgreSQL was unreachable.";
+        db_reconnects: "db_reconnects_total", "Times the PostgreSQL writer reconnected after losing the server.";
     }
     gauges {
         connections_open: "connections_open", "WebSocket connections open now.";
@@ -197,7 +212,10 @@ mod tests {
         // Every line is a comment or `name{labels} value`, and names are unique.
         let mut names = std::collections::HashSet::new();
         for line in text.lines().filter(|line| line.starts_with("# TYPE")) {
-            assert!(names.insert(line.split(' ').nth(2).unwrap().to_string()), "{line}");
+            assert!(
+                names.insert(line.split(' ').nth(2).unwrap().to_string()),
+                "{line}"
+            );
         }
     }
 }

@@ -1,17 +1,22 @@
 //! What every connection of a node shares: configuration, routes, the token
 //! verifier, the runtime (and through it the database and the layer), the
 //! connection and user budgets, and the shutdown signal.
+//!
+//! `[limits]` and the routes can change while the node serves (a reload,
+//! see [`crate::reload`]): they sit behind atomic pointers and are read
+//! through [`Node::limits`] and [`Node::routes`], never from `config`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::layer::ConnId;
 use crate::routing::Route;
 use crate::runtime::{Capabilities, Runtime};
@@ -19,10 +24,14 @@ use crate::ws::rate::TokenBucket;
 
 /// The node's shared state; one `Arc` of it is cloned into every connection.
 pub struct Node {
-    /// The configuration the node started with.
+    /// The configuration the node started with. Its `[limits]` and routes
+    /// may have been reloaded since: read those with [`Node::limits`] and
+    /// [`Node::routes`].
     pub config: Config,
-    /// Compiled routes, in order.
-    pub routes: Vec<Route>,
+    /// `[limits]` in force (swapped whole by a reload).
+    limits: ArcSwap<Limits>,
+    /// Compiled routes in force, in order (swapped whole by a reload).
+    routes: ArcSwap<Vec<Route>>,
     /// Token verification.
     pub auth: Arc<Authenticator>,
     /// Consumers and their versions.
@@ -87,8 +96,9 @@ impl Node {
     ) -> Self {
         let slots = config.limits.max_connections;
         Self {
+            limits: ArcSwap::from_pointee(config.limits.clone()),
+            routes: ArcSwap::from_pointee(routes),
             config,
-            routes,
             auth,
             runtime,
             shutdown,
@@ -96,6 +106,25 @@ impl Node {
             connection_slots: Arc::new(Semaphore::new(slots)),
             users: Arc::new(Users::default()),
             next_connection: AtomicU64::new(1),
+        }
+    }
+
+    /// `[limits]` in force: what a handshake or a new connection reads.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits.load_full()
+    }
+
+    /// The routes in force.
+    pub fn routes(&self) -> Arc<Vec<Route>> {
+        self.routes.load_full()
+    }
+
+    /// Puts new limits and routes in force (a reload); connections already
+    /// open keep what they read when they opened.
+    pub fn swap_reloadable(&self, limits: Limits, routes: Option<Vec<Route>>) {
+        self.limits.store(Arc::new(limits));
+        if let Some(routes) = routes {
+            self.routes.store(Arc::new(routes));
         }
     }
 
@@ -107,7 +136,7 @@ impl Node {
     /// Takes one of `user`'s connection slots, or `None` when the user is
     /// at `[limits] max_connections_per_user`.
     pub fn user_slot(&self, user: &str) -> Option<UserSlot> {
-        let limits = &self.config.limits;
+        let limits = self.limits();
         let mut by_id = self.users.by_id.lock().expect("not poisoned");
         let entry = by_id.entry(user.to_string()).or_insert_with(|| {
             Arc::new(UserEntry {

@@ -40,6 +40,11 @@ pub struct Tls {
 }
 
 impl Tls {
+    /// The server's certificate and key files.
+    pub fn server_files(&self) -> (&Path, &Path) {
+        (&self.cert_file, &self.key_file)
+    }
+
     /// Makes a CA and a server certificate signed by it.
     pub fn make() -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -362,6 +367,12 @@ impl Node {
         body.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    /// Kills the process at once (SIGKILL): no shutdown, no goodbyes.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Whether the process is still running.

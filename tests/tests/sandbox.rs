@@ -561,6 +561,9 @@ async fn a_client_that_never_reads_is_closed_and_the_room_goes_on() {
     let server = TestServer::start_with(|config| {
         configure(config);
         config.limits.messages_per_second = 0.0;
+        // The socket's buffers take a few hundred frames before the queue
+        // even starts to fill; a short queue keeps the test short.
+        config.limits.send_queue = 16;
     })
     .await;
     let plan = server.seed(1, 3);
@@ -585,7 +588,9 @@ async fn a_client_that_never_reads_is_closed_and_the_room_goes_on() {
         consumer_host_tests::connect(&server.url(&room.id, Some(&room.users[1].token))).await;
     let body = "z".repeat(12 * 1024);
     let mut sent: i64 = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Buffers, the queue, then `delivery::STALL` (5 s) without progress; a
+    // loaded machine is slow at each round trip.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while server.metric("consumer_host_slow_client_closes_total")
         + server.metric("consumer_host_mailbox_overflow_closes_total")
         == 0
@@ -815,6 +820,30 @@ async fn one_user_cannot_flood_a_room_through_many_connections() {
     }
     assert!(started.elapsed() >= Duration::from_millis(2_000));
     assert!(server.metric("consumer_host_user_rate_limited_total") > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reading_late_still_sees_why_its_message_was_refused() {
+    // A browser sends a message far over the limit (more than the socket
+    // buffers hold, so it is still writing) and reads the answer a moment
+    // later. The server stops reading at the frame's header: a socket
+    // closed with that much unread is reset, the client's write fails and
+    // the close frame is lost (a browser sees 1006). The server must end
+    // the stream gracefully so the write completes and the 1009 arrives.
+    let server = hostile_server(|_| {}).await;
+    let plan = server.seed(1, 2);
+    let room = &plan.rooms[0];
+    for attempt in 0..3 {
+        let mut client =
+            consumer_host_tests::connect(&server.url(&room.id, Some(&room.users[0].token))).await;
+        let body = "x".repeat(4 * 1024 * 1024);
+        client
+            .send_text(&chat_message(&room.id, &room.users[1].id, "", &body))
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(client.expect_close().await, 1009, "attempt {attempt}");
+    }
+    assert_eq!(server.message_count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

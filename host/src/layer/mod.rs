@@ -198,9 +198,7 @@ impl Layer {
     ) -> Result<Self, String> {
         Ok(match config.kind {
             LayerKind::Memory => Layer::Memory(MemoryLayer::new(metrics)),
-            LayerKind::Redis => {
-                Layer::Redis(RedisLayer::start(config, metrics, shutdown.clone())?)
-            }
+            LayerKind::Redis => Layer::Redis(RedisLayer::start(config, metrics, shutdown.clone())?),
         })
     }
 

@@ -211,7 +211,8 @@ impl Seen {
         // Nodes quiet for longer than an event may be old can be forgotten:
         // anything they sent before is refused as stale anyway.
         if self.swept.is_none_or(|swept| now - swept > MAX_AGE) {
-            self.last.retain(|_, (_, heard)| now - *heard <= MAX_AGE * 2);
+            self.last
+                .retain(|_, (_, heard)| now - *heard <= MAX_AGE * 2);
             self.swept = Some(now);
         }
         match self.last.get_mut(node) {
@@ -773,7 +774,10 @@ mod tests {
 
     #[test]
     fn channel_names_round_trip() {
-        let channel = channel_name("chat-prod", "chat:chat_22de0f4f-c84e-47be-889c-d61b856492bd");
+        let channel = channel_name(
+            "chat-prod",
+            "chat:chat_22de0f4f-c84e-47be-889c-d61b856492bd",
+        );
         assert_eq!(
             channel,
             "chat-prod:group:chat:chat_22de0f4f-c84e-47be-889c-d61b856492bd"
@@ -848,6 +852,9 @@ mod tests {
         assert!(!seen.is_new("a", 2), "a re-sent event");
         assert!(!seen.is_new("a", 1), "a replayed event");
         assert!(seen.is_new("b", 1), "another node counts on its own");
-        assert!(seen.is_new("a", 10), "gaps are events for groups not heard here");
+        assert!(
+            seen.is_new("a", 10),
+            "gaps are events for groups not heard here"
+        );
     }
 }

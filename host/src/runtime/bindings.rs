@@ -72,7 +72,10 @@ pub fn add_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         &mut linker.instance(&name("connection"))?,
         conn,
     )?;
-    groups::add_to_linker_instance::<HostState, Conn>(&mut linker.instance(&name("groups"))?, conn)?;
+    groups::add_to_linker_instance::<HostState, Conn>(
+        &mut linker.instance(&name("groups"))?,
+        conn,
+    )?;
     database::add_to_linker_instance::<HostState, Conn>(
         &mut linker.instance(&name("database"))?,
         conn,
@@ -156,9 +159,16 @@ impl Exports {
     }
 
     /// `connect`
-    pub async fn connect(&self, store: impl AsContextMut<Data = HostState>) -> wasmtime::Result<()> {
+    pub async fn connect(
+        &self,
+        store: impl AsContextMut<Data = HostState>,
+    ) -> wasmtime::Result<()> {
         match self {
-            Self::V2(this) => this.consumer_host_consumer_handler().call_connect(store).await,
+            Self::V2(this) => {
+                this.consumer_host_consumer_handler()
+                    .call_connect(store)
+                    .await
+            }
             Self::V1(this) => this.call_connect(store).await,
         }
     }

@@ -8,6 +8,15 @@
 //! short, a call was cancelled), it leaves every group it joined: a group
 //! never keeps a dead member.
 //!
+//! **Durable before visible.** What an event sends (to its client, to its
+//! groups) is not sent during the call: it is gathered into an
+//! [`Emission`] with the commits of the rows the event inserted, and the
+//! connection releases it once those are durable, in the order of its
+//! events. `db-insert` returns as soon as the row is written (its errors
+//! included), so the connection goes on to its next event while the commit
+//! happens: a connection's messages are pipelined, each is durable before
+//! anyone hears of it, and its broadcasts leave in the order it sent them.
+//!
 //! [`Capabilities`] is all of the node a host import can touch: the
 //! database, the channel layer, the counters and a few limits. Imports never
 //! see the rest of the node (its routes, its admin token, its sockets).
@@ -15,13 +24,13 @@
 use std::sync::Arc;
 
 use hyper_tungstenite::tungstenite::Message as WsMessage;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Consumer;
 use super::bindings::types;
-use crate::db::Database;
-use crate::layer::{ConnId, Kick, Layer, Mailbox};
+use crate::db::{Committed, Database, DbError};
+use crate::delivery::{self, Pressure, Push};
+use crate::layer::{ConnId, Event, Kick, Layer, Mailbox};
 use crate::metrics::Metrics;
 
 /// The node's services, narrowed to what host imports use.
@@ -32,6 +41,8 @@ pub struct Capabilities {
     pub layer: Layer,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// How far behind the node's queues towards clients are.
+    pub pressure: Arc<Pressure>,
     /// Largest frame a consumer may send to its client, in bytes.
     pub max_send_bytes: usize,
     /// Largest event a consumer may send to a group, in bytes.
@@ -60,8 +71,8 @@ pub enum Handshake {
     Refused,
 }
 
-/// A connection's outgoing queue, bounded (`[limits] send_queue`).
-pub type Outbound = mpsc::Sender<WsMessage>;
+/// A connection's outgoing queue (`[limits] send_queue`, see [`delivery`]).
+pub type Outbound = delivery::Outbound;
 
 /// What one event has used of its budgets (reset at every event).
 #[derive(Debug, Default, Clone, Copy)]
@@ -110,6 +121,80 @@ pub struct ConnState {
     pub close_request: Option<(u16, String)>,
     /// The current event's use of its budgets.
     pub(crate) used: EventUse,
+    /// What the current event sends, held until its writes are durable.
+    pub(crate) emission: Emission,
+}
+
+/// Something an event sends.
+pub enum Effect {
+    /// A frame to the connection's own client.
+    Send(WsMessage),
+    /// An event to a group (the layer's name for it).
+    GroupSend(String, Event),
+}
+
+/// What one event sends, and the commits it waits for.
+#[derive(Default)]
+pub struct Emission {
+    effects: Vec<Effect>,
+    commits: Vec<Committed>,
+}
+
+impl Emission {
+    /// Whether it waits for a commit.
+    pub fn waits(&self) -> bool {
+        !self.commits.is_empty()
+    }
+
+    /// Waits until every row the event wrote is durable (or one failed).
+    /// Cancel-safe: commits already seen are not waited for again.
+    pub async fn committed(&mut self) -> Result<(), DbError> {
+        while let Some(commit) = self.commits.last_mut() {
+            let outcome = commit.wait().await;
+            self.commits.pop();
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// The frames sent to the client (what a rendering instance keeps);
+    /// anything else is dropped.
+    pub fn into_frames(self) -> Vec<WsMessage> {
+        self.effects
+            .into_iter()
+            .filter_map(|effect| match effect {
+                Effect::Send(frame) => Some(frame),
+                Effect::GroupSend(..) => None,
+            })
+            .collect()
+    }
+
+    /// Sends it: frames to the client's queue, events to the groups.
+    pub fn release(self, to: &Release<'_>) {
+        for effect in self.effects {
+            match effect {
+                Effect::Send(frame) => {
+                    push_to(to.outbound, frame, to.id, to.kick, &to.caps.metrics);
+                }
+                Effect::GroupSend(group, event) => {
+                    to.caps.layer.group_send(&group, &event);
+                    to.caps.metrics.group_sends.inc();
+                }
+            }
+        }
+    }
+}
+
+/// Where an emission goes.
+pub struct Release<'a> {
+    /// The node's layer and counters.
+    pub caps: &'a Capabilities,
+    /// The connection's queue towards its client.
+    pub outbound: &'a Outbound,
+    /// The connection.
+    pub id: ConnId,
+    /// Its close signal (a client that does not read is closed).
+    pub kick: &'a Kick,
 }
 
 /// Who a connection is and what it was offered: the parts of a
@@ -155,6 +240,7 @@ impl ConnState {
             state: None,
             close_request: None,
             used: EventUse::default(),
+            emission: Emission::default(),
         }
     }
 
@@ -183,7 +269,7 @@ impl ConnState {
     /// A detached connection whose sends go nowhere: for instantiating a
     /// module once to check it.
     pub fn probe(consumer: Arc<Consumer>, caps: Arc<Capabilities>) -> Self {
-        let (outbound, _) = mpsc::channel(1);
+        let (outbound, _) = delivery::outbound(1, caps.pressure.clone());
         Self::detached(consumer, caps, outbound)
     }
 
@@ -192,28 +278,33 @@ impl ConnState {
         self.used = EventUse::default();
     }
 
-    /// Queues a message towards the client. A full queue means the client
-    /// cannot keep up: it is closed with 4008 and counted, never buffered
-    /// without bound. Returns whether the message was queued.
-    pub fn push(&mut self, message: WsMessage) -> bool {
-        if self.kick.is_kicked() || self.close_request.is_some() {
-            return false;
-        }
-        match self.outbound.try_send(message) {
-            Ok(()) => {
-                self.caps.metrics.messages_sent.inc();
-                true
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.caps.metrics.slow_client_closes.inc();
-                tracing::warn!(
-                    connection = self.id,
-                    "send queue full: closing a client that cannot keep up"
-                );
-                self.kick.kick(crate::close::SLOW_CLIENT);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+    /// Whether the connection is closing: what is sent now goes nowhere.
+    pub fn closing(&self) -> bool {
+        self.kick.is_kicked() || self.close_request.is_some()
+    }
+
+    /// Holds an effect of the current event until its writes are durable.
+    pub(crate) fn emit(&mut self, effect: Effect) {
+        self.emission.effects.push(effect);
+    }
+
+    /// Holds the current event's effects until this commit too.
+    pub(crate) fn wait_for(&mut self, commit: Committed) {
+        self.emission.commits.push(commit);
+    }
+
+    /// What the event that just ran sends, and waits for.
+    pub fn take_emission(&mut self) -> Emission {
+        std::mem::take(&mut self.emission)
+    }
+
+    /// Where this connection's emissions go.
+    pub fn release_to(&self) -> Release<'_> {
+        Release {
+            caps: &self.caps,
+            outbound: &self.outbound,
+            id: self.id,
+            kick: &self.kick,
         }
     }
 
@@ -228,6 +319,35 @@ impl ConnState {
         for group in self.groups.drain(..) {
             self.caps.layer.group_discard(&group, self.id);
         }
+    }
+}
+
+/// Queues a message on a connection's queue; a client that does not read
+/// is asked to close (4008). Returns whether it was queued.
+pub fn push_to(
+    outbound: &Outbound,
+    message: WsMessage,
+    id: ConnId,
+    kick: &Kick,
+    metrics: &Metrics,
+) -> bool {
+    match outbound.push(message) {
+        Push::Queued => {
+            metrics.messages_sent.inc();
+            true
+        }
+        Push::TooSlow => {
+            if !kick.is_kicked() {
+                metrics.slow_client_closes.inc();
+                tracing::warn!(
+                    connection = id,
+                    "the client does not read what it is sent: closing it (4008)"
+                );
+            }
+            kick.kick(crate::close::SLOW_CLIENT);
+            false
+        }
+        Push::Closed => false,
     }
 }
 

@@ -121,7 +121,11 @@ impl Compiler {
             // code cache"); wasmtime also checks the engine before using it.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(component) => {
-                    tracing::info!(sha256, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "compiled code loaded from the cache");
+                    tracing::info!(
+                        sha256,
+                        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                        "compiled code loaded from the cache"
+                    );
                     return Ok(component);
                 }
                 Err(err) => {
@@ -132,7 +136,11 @@ impl Compiler {
         }
         let started = std::time::Instant::now();
         let component = Component::new(&self.engine, bytes)?;
-        tracing::info!(sha256, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "compiled");
+        tracing::info!(
+            sha256,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "compiled"
+        );
         if let Err(err) = component
             .serialize()
             .map_err(|err| std::io::Error::other(err.to_string()))

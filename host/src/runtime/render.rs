@@ -15,7 +15,6 @@
 use std::sync::Arc;
 
 use hyper_tungstenite::tungstenite::Message as WsMessage;
-use tokio::sync::mpsc;
 use wasmtime::Store;
 
 use super::bindings::Exports;
@@ -29,7 +28,9 @@ use crate::layer::{GroupEvent, Rendered};
 pub struct Renderer {
     store: Store<HostState>,
     exports: Exports,
-    frames: mpsc::Receiver<WsMessage>,
+    /// Keeps the detached connection's queue open (its sends are taken
+    /// from the emission, not from the queue).
+    _frames: crate::delivery::OutboundReceiver,
 }
 
 /// Rendering instances kept per version between events.
@@ -41,7 +42,7 @@ async fn new_renderer(
     version: &ModuleVersion,
 ) -> Result<Renderer, Fault> {
     let sends = consumer.config().sandbox.max_sends_per_event as usize + 1;
-    let (outbound, frames) = mpsc::channel(sends);
+    let (outbound, frames) = crate::delivery::outbound(sends, caps.pressure.clone());
     let conn = ConnState::detached(consumer.clone(), caps.clone(), outbound);
     let mut store = new_store(consumer, conn);
     let exports = version
@@ -53,7 +54,7 @@ async fn new_renderer(
     Ok(Renderer {
         store,
         exports,
-        frames,
+        _frames: frames,
     })
 }
 
@@ -111,10 +112,8 @@ async fn render(
         .handle_event(&mut renderer.store, event)
         .await
         .map_err(|err| Fault::Trap(format!("{err:#}")))?;
-    let mut frames = Vec::new();
-    while let Ok(frame) = renderer.frames.try_recv() {
-        frames.push(frame);
-    }
+    // A pure handler writes nothing: its frames are ready as they are.
+    let frames = renderer.store.data_mut().conn.take_emission().into_frames();
     // Only a clean instance goes back (one that faulted was dropped above),
     // and only as many as are kept.
     let mut pool = version.renderers.lock().expect("not poisoned");

@@ -359,7 +359,11 @@ pub(super) fn new_store(consumer: &Consumer, conn: ConnState) -> Store<HostState
 /// Instantiates `version` once, in a store of its own with no connection,
 /// under the consumer's sandbox, and asks it to `describe` itself: what a
 /// deploy checks before activating. What it says is kept in the version.
-pub async fn trial(consumer: &Consumer, conn: ConnState, version: &ModuleVersion) -> Result<(), Fault> {
+pub async fn trial(
+    consumer: &Consumer,
+    conn: ConnState,
+    version: &ModuleVersion,
+) -> Result<(), Fault> {
     let mut store = new_store(consumer, conn);
     let fault = |err, store: &Store<HostState>, instantiating| {
         Fault::classify(err, store.data().limiter.exceeded, consumer, instantiating)

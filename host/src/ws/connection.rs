@@ -1,6 +1,7 @@
 //! One accepted connection: the loop that reads frames and group events and
 //! hands them to the consumer one at a time, in order, and the way it ends.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use hyper_tungstenite::HyperWebsocket;
 use hyper_tungstenite::tungstenite::Message as WsMessage;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
 use super::rate::TokenBucket;
@@ -20,7 +21,7 @@ use crate::db::Value;
 use crate::layer::{Event, Kick};
 use crate::node::{Node, UserSlot};
 use crate::runtime::bindings::types::Message;
-use crate::runtime::conn::Outbound;
+use crate::runtime::conn::{Emission, Outbound, Release};
 use crate::runtime::session::{Call, Session};
 use crate::runtime::{Consumer, Fault, render};
 
@@ -97,11 +98,32 @@ impl Ending {
     }
 }
 
-/// Where a connection's events come from.
+/// Where a connection's events come from: the client's frames, and group
+/// events (those held back while a call ran, then the mailbox's); and what
+/// its events sent, waiting for their writes to be durable.
 struct Inputs<S> {
     stream: S,
     mailbox: mpsc::Receiver<Event>,
+    held: VecDeque<Event>,
+    pipeline: Pipeline,
 }
+
+/// A connection's emissions waiting for their commits, in event order.
+type Pipeline = VecDeque<Emission>;
+
+/// Client messages a connection may have in the pipeline (handled, not yet
+/// durable); past it, the client waits. A few commits' worth: enough to
+/// keep a busy connection going while its writes commit, few enough that
+/// what a connection has accepted stays milliseconds away from its readers.
+const MAX_PIPELINE: usize = 16;
+
+/// How long an ending connection waits for its last messages' commits, so
+/// what it sent still reaches its groups.
+const PIPELINE_DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a connection waits for the node's pressure to ease before
+/// looking again (kicks, pings and events are served meanwhile).
+const PRESSURE_WAIT: Duration = Duration::from_millis(100);
 
 impl Connection {
     /// A connection whose consumer accepted it.
@@ -114,7 +136,7 @@ impl Connection {
         user_slot: Option<UserSlot>,
         permit: OwnedSemaphorePermit,
     ) -> Self {
-        let limits = &node.config.limits;
+        let limits = node.limits();
         let rate = TokenBucket::new(limits.messages_per_second, limits.message_burst);
         let conn = session.conn();
         let (id, outbound) = (conn.id, conn.outbound.clone());
@@ -141,7 +163,7 @@ impl Connection {
     pub async fn run(
         mut self,
         upgrade: HyperWebsocket,
-        outbound: mpsc::Receiver<WsMessage>,
+        outbound: crate::delivery::OutboundReceiver,
         mailbox: mpsc::Receiver<Event>,
     ) {
         let socket = match upgrade.await {
@@ -153,54 +175,55 @@ impl Connection {
             }
         };
         let (sink, stream) = socket.split();
-        let (urgent_tx, urgent_rx) = oneshot::channel();
-        let writer = tokio::spawn(write_loop(sink, outbound, urgent_rx));
-        let mut inputs = Inputs { stream, mailbox };
+        let writer = tokio::spawn(write_loop(sink, outbound));
+        let mut inputs = Inputs {
+            stream,
+            mailbox,
+            held: VecDeque::new(),
+            pipeline: Pipeline::new(),
+        };
         let ending = self.serve(&mut inputs).await;
+        // What it sent still goes out, once durable: its groups hear of it.
+        self.drain_pipeline(&mut inputs.pipeline).await;
 
         if ending.ours {
             let frame = ending.close_frame();
-            if ending.urgent {
-                let _ = urgent_tx.send(frame);
-            } else if let Err(mpsc::error::TrySendError::Full(frame)) =
-                self.outbound.try_send(frame)
-            {
-                let _ = urgent_tx.send(frame);
+            // A client too slow to drain its queue gets the close first.
+            if ending.urgent || self.outbound.push(frame.clone()) != crate::delivery::Push::Queued {
+                self.outbound.push_first_and_close(frame);
             }
         }
+        self.outbound.close();
         // The layer stops delivering before the consumer hears of the end.
         self.session.conn().leave_all_groups();
         inputs.mailbox.close();
         let ours = ending.ours;
         self.finish(ending).await;
-        // Ours sent: give the client a moment to answer with its close frame.
-        if ours {
-            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_WAIT, async {
-                while let Some(Ok(frame)) = inputs.stream.next().await {
-                    if frame.is_close() {
-                        break;
-                    }
-                }
-            })
-            .await;
-        }
         drop(self.session);
         drop(self.outbound);
         let abort = writer.abort_handle();
-        if tokio::time::timeout(WRITER_DRAIN_WAIT, writer)
-            .await
-            .is_err()
-        {
-            abort.abort();
+        let sink = match tokio::time::timeout(WRITER_DRAIN_WAIT, writer).await {
+            Ok(Ok(sink)) => sink,
+            Ok(Err(_)) => None,
+            Err(_) => {
+                abort.abort();
+                None
+            }
+        };
+        if ours {
+            linger(inputs.stream, sink).await;
         }
     }
 
-    /// The event loop: one event at a time, in order, until something ends it.
+    /// The event loop: one client message or event for the consumer at a
+    /// time, in order, until something ends it. While a call runs, events
+    /// whose frames are rendered once for everyone keep going out (see
+    /// [`Connection::call_serving`]).
     async fn serve<S>(&mut self, inputs: &mut Inputs<S>) -> Ending
     where
         S: Stream<Item = Result<WsMessage, hyper_tungstenite::tungstenite::Error>> + Unpin,
     {
-        let limits = &self.node.config.limits;
+        let limits = self.node.limits();
         let idle_after = Duration::from_secs(self.consumer.config().sandbox.idle_evict_secs);
         let idle = tokio::time::sleep(idle_after);
         tokio::pin!(idle);
@@ -221,6 +244,16 @@ impl Connection {
                 return Ending::ours(code, reason);
             }
             let throttled = self.throttle();
+            // Overload: the client waits (its TCP buffers fill), every reader
+            // keeps being served.
+            let pressured = throttled.is_none() && self.node.caps().pressure.active();
+            let Inputs {
+                stream,
+                mailbox,
+                held,
+                pipeline,
+            } = &mut *inputs;
+            let reading = !pressured && pipeline.len() < MAX_PIPELINE;
             let ended = tokio::select! {
                 biased;
                 () = self.kick.kicked() => Some(self.kicked()),
@@ -229,22 +262,24 @@ impl Connection {
                     Some(Ending::ours(close::LOGIN_EXPIRED, "the access token expired"))
                 }
                 () = tokio::time::sleep(throttled.unwrap_or_default()), if throttled.is_some() => continue,
+                _ = self.node.caps().pressure.wait(PRESSURE_WAIT), if pressured => continue,
                 _ = ping.tick(), if pinging => {
                     if last_heard.elapsed() > idle_timeout {
                         self.node.caps().metrics.idle_timeouts.inc();
                         Some(Ending::theirs(close::ABNORMAL, "no frame from the client within the idle timeout"))
                     } else {
-                        // A full queue means a slow client, which the send path handles.
-                        let _ = self.outbound.try_send(WsMessage::Ping(Default::default()));
+                        // A client that does not read is handled by the send path.
+                        let _ = self.outbound.push(WsMessage::Ping(Default::default()));
                         None
                     }
                 }
-                _ = recheck.tick(), if rechecking => self.recheck().await,
-                frame = inputs.stream.next(), if throttled.is_none() => {
+                committed = front_committed(pipeline) => self.release_committed(pipeline, committed),
+                _ = recheck.tick(), if rechecking => self.recheck(mailbox, held, pipeline).await,
+                Some(event) = next_event(mailbox, held) => self.on_event(&event, mailbox, held, pipeline).await,
+                frame = stream.next(), if throttled.is_none() && reading => {
                     last_heard = Instant::now();
-                    self.on_frame(frame).await
+                    self.on_frame(frame, mailbox, held, pipeline).await
                 }
-                Some(event) = inputs.mailbox.recv() => self.on_event(&event).await,
                 () = &mut idle, if self.session.is_live() => {
                     self.session.evict();
                     None
@@ -292,12 +327,17 @@ impl Connection {
     async fn on_frame(
         &mut self,
         frame: Option<Result<WsMessage, hyper_tungstenite::tungstenite::Error>>,
+        mailbox: &mut mpsc::Receiver<Event>,
+        held: &mut VecDeque<Event>,
+        pipeline: &mut Pipeline,
     ) -> Option<Ending> {
         let message = match frame {
             Some(Ok(WsMessage::Text(text))) => Message::Text(text.as_str().to_owned()),
             Some(Ok(WsMessage::Binary(bytes))) => Message::Binary(bytes.to_vec()),
             Some(Ok(WsMessage::Close(frame))) => {
-                let code = frame.as_ref().map_or(close::NO_STATUS, |frame| u16::from(frame.code));
+                let code = frame
+                    .as_ref()
+                    .map_or(close::NO_STATUS, |frame| u16::from(frame.code));
                 return Some(Ending::theirs(code, "the client closed"));
             }
             Some(Ok(_ping_pong_or_raw)) => return None,
@@ -309,30 +349,37 @@ impl Connection {
         if let Some(slot) = &self.user_slot {
             slot.entry().budget.lock().expect("not poisoned").take();
         }
-        self.call(Call::Receive(&message)).await
+        self.call_serving(Call::Receive(&message), mailbox, held, pipeline)
+            .await
     }
 
-    async fn on_event(&mut self, event: &Event) -> Option<Ending> {
-        let caps = self.node.caps();
-        caps.metrics.events_handled.inc();
-        // A pure handler's frames, rendered once for every member.
-        if let Some(frames) = render::rendered(caps, &self.consumer, event).await {
-            caps.metrics.rendered_deliveries.inc();
-            let conn = self.session.conn();
-            for frame in frames {
-                if !conn.push(frame.clone()) {
-                    break;
-                }
-            }
+    async fn on_event(
+        &mut self,
+        event: &Event,
+        mailbox: &mut mpsc::Receiver<Event>,
+        held: &mut VecDeque<Event>,
+        pipeline: &mut Pipeline,
+    ) -> Option<Ending> {
+        self.node.caps().metrics.events_handled.inc();
+        // Not `&self` across the await: the session is not `Sync`.
+        let (node, consumer, outbound, kick) =
+            (&self.node, &self.consumer, &self.outbound, &self.kick);
+        if deliver_rendered(node, consumer, outbound, self.id, kick, event).await {
             return None;
         }
-        self.call(Call::Event(&event.json)).await
+        self.call_serving(Call::Event(&event.json), mailbox, held, pipeline)
+            .await
     }
 
     /// Checks the login again: a user removed or made inactive since the
     /// handshake is closed with 4401; otherwise a 0.2 consumer hears
     /// `host.recheck` and checks its own rules.
-    async fn recheck(&mut self) -> Option<Ending> {
+    async fn recheck(
+        &mut self,
+        mailbox: &mut mpsc::Receiver<Event>,
+        held: &mut VecDeque<Event>,
+        pipeline: &mut Pipeline,
+    ) -> Option<Ending> {
         let user_id = self.login.as_ref()?.user_id.clone();
         match self.node.auth.look_up(&self.node.caps().db, user_id).await {
             Ok(_) => {}
@@ -352,11 +399,72 @@ impl Connection {
         if !self.session.hears_host_events() {
             return None;
         }
-        self.call(Call::Event(RECHECK_EVENT)).await
+        self.call_serving(Call::Event(RECHECK_EVENT), mailbox, held, pipeline)
+            .await
     }
 
-    async fn call(&mut self, call: Call<'_>) -> Option<Ending> {
-        let fault = self.session.call(call).await.err()?;
+    /// Runs a call on the consumer, and meanwhile keeps delivering group
+    /// events whose frames are rendered once for everyone: a connection's
+    /// deliveries never wait behind its own call (waiting, say, for its
+    /// message to be committed). The first event that needs the consumer's
+    /// own handler is held back, with everything after it, until the call
+    /// is done: events are handled in order.
+    async fn call_serving(
+        &mut self,
+        call: Call<'_>,
+        mailbox: &mut mpsc::Receiver<Event>,
+        held: &mut VecDeque<Event>,
+        pipeline: &mut Pipeline,
+    ) -> Option<Ending> {
+        let Self {
+            session,
+            node,
+            consumer,
+            outbound,
+            id,
+            kick,
+            ..
+        } = self;
+        let release = Release {
+            caps: node.caps(),
+            outbound,
+            id: *id,
+            kick,
+        };
+        let mut failed_commit = None;
+        let result = {
+            let call = session.call(call);
+            tokio::pin!(call);
+            loop {
+                tokio::select! {
+                    biased;
+                    result = &mut call => break result,
+                    // Earlier messages become durable meanwhile: out they go.
+                    committed = front_committed(pipeline) => {
+                        if let Err(err) = release_front(pipeline, committed, &release) {
+                            failed_commit = Some(err);
+                        }
+                    }
+                    Some(event) = mailbox.recv(), if held.is_empty() => {
+                        node.caps().metrics.events_handled.inc();
+                        if !deliver_rendered(node, consumer, outbound, *id, kick, &event).await {
+                            held.push_back(event);
+                        }
+                    }
+                }
+            }
+        };
+        // What the event sent waits for its writes, behind earlier events'.
+        let emission = self.session.conn().take_emission();
+        if !emission.waits() && pipeline.is_empty() {
+            emission.release(&self.session.conn().release_to());
+        } else {
+            pipeline.push_back(emission);
+        }
+        if let Some(err) = failed_commit {
+            return Some(self.not_saved(&err));
+        }
+        let fault = result.err()?;
         self.report(&fault);
         let mut ending = Ending::ours(
             fault.close_code(),
@@ -392,6 +500,14 @@ impl Connection {
     async fn finish(&mut self, ending: Ending) {
         if !ending.faulted {
             self.disconnect(ending.code).await;
+            // What `disconnect` sent its groups goes out once durable.
+            let mut emission = self.session.conn().take_emission();
+            if tokio::time::timeout(PIPELINE_DRAIN_WAIT, emission.committed())
+                .await
+                .is_ok_and(|committed| committed.is_ok())
+            {
+                emission.release(&self.session.conn().release_to());
+            }
         }
         // Whatever `disconnect` joined, the connection is in no group now.
         self.session.conn().leave_all_groups();
@@ -432,6 +548,160 @@ impl Connection {
 /// free is tried again.
 const DISCONNECT_BUSY_RETRIES: u32 = 40;
 const DISCONNECT_BUSY_WAIT: Duration = Duration::from_millis(50);
+
+impl Connection {
+    /// Releases the pipeline's first emission, now durable (or drops it if
+    /// its commit failed, and ends the connection: its message was not saved).
+    fn release_committed(
+        &mut self,
+        pipeline: &mut Pipeline,
+        committed: Result<(), crate::db::DbError>,
+    ) -> Option<Ending> {
+        let release = self.session.conn().release_to();
+        match release_front(pipeline, committed, &release) {
+            Ok(()) => None,
+            Err(err) => Some(self.not_saved(&err)),
+        }
+    }
+
+    fn not_saved(&mut self, err: &crate::db::DbError) -> Ending {
+        tracing::error!(connection = self.id, error = %err, "a write was refused at commit; nothing it sent was delivered");
+        let mut ending = Ending::ours(close::INTERNAL_ERROR, "a message could not be saved");
+        ending.faulted = false;
+        ending
+    }
+
+    /// Waits (a bounded time) for the pipeline's commits and releases what
+    /// they held, in order.
+    async fn drain_pipeline(&mut self, pipeline: &mut Pipeline) {
+        let drained = tokio::time::timeout(PIPELINE_DRAIN_WAIT, async {
+            while !pipeline.is_empty() {
+                let committed = front_committed(pipeline).await;
+                let release = self.session.conn().release_to();
+                if let Err(err) = release_front(pipeline, committed, &release) {
+                    tracing::error!(connection = self.id, error = %err, "a write was refused at commit; nothing it sent was delivered");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                connection = self.id,
+                held = pipeline.len(),
+                "the last messages were not durable in time; what they sent is dropped"
+            );
+        }
+    }
+}
+
+/// Waits until the first emission of the pipeline is durable (forever when
+/// the pipeline is empty: a `select!` branch that never fires).
+async fn front_committed(pipeline: &mut Pipeline) -> Result<(), crate::db::DbError> {
+    match pipeline.front_mut() {
+        Some(front) => front.committed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Releases the first emission after its commit; a failed commit drops it.
+fn release_front(
+    pipeline: &mut Pipeline,
+    committed: Result<(), crate::db::DbError>,
+    to: &Release<'_>,
+) -> Result<(), crate::db::DbError> {
+    let front = pipeline.pop_front().expect("a committed front");
+    committed?;
+    front.release(to);
+    Ok(())
+}
+
+/// The next group event: one held back while a call ran, else the mailbox's.
+async fn next_event(
+    mailbox: &mut mpsc::Receiver<Event>,
+    held: &mut VecDeque<Event>,
+) -> Option<Event> {
+    match held.pop_front() {
+        Some(event) => Some(event),
+        None => mailbox.recv().await,
+    }
+}
+
+/// Sends a pure event's frames, rendered once for every member of this
+/// consumer's version; `false` when this member must run its own handler.
+async fn deliver_rendered(
+    node: &Node,
+    consumer: &Arc<Consumer>,
+    outbound: &crate::runtime::conn::Outbound,
+    id: u64,
+    kick: &Kick,
+    event: &Event,
+) -> bool {
+    let caps = node.caps();
+    let Some(frames) = render::rendered(caps, consumer, event).await else {
+        return false;
+    };
+    caps.metrics.rendered_deliveries.inc();
+    for frame in frames {
+        if kick.is_kicked()
+            || !crate::runtime::conn::push_to(outbound, frame.clone(), id, kick, &caps.metrics)
+        {
+            break;
+        }
+    }
+    true
+}
+
+/// After our close frame: gives the client a moment to answer with its own.
+/// When the stream cannot be read as frames any more (a message over the
+/// size limit, a protocol error), bytes it sent are still unread, and
+/// closing the socket now would reset the connection: the client could lose
+/// our close frame (and its code) before reading it. So the socket is shut
+/// for writing and its input read and dropped until the client closes (or
+/// a bounded time or amount passes).
+async fn linger(
+    mut stream: futures_util::stream::SplitStream<hyper_tungstenite::HyperWebsocketStream>,
+    sink: Option<
+        futures_util::stream::SplitSink<hyper_tungstenite::HyperWebsocketStream, WsMessage>,
+    >,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + CLOSE_HANDSHAKE_WAIT;
+    let answered = tokio::time::timeout_at(deadline, async {
+        loop {
+            match stream.next().await {
+                Some(Ok(frame)) if frame.is_close() => return true,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return false,
+            }
+        }
+    })
+    .await;
+    if !matches!(answered, Ok(false)) {
+        // Answered, or the client took too long: nothing more to do.
+        return;
+    }
+    let Some(Ok(socket)) = sink.map(|sink| stream.reunite(sink)) else {
+        return;
+    };
+    let mut io = socket.into_inner();
+    let _ = tokio::time::timeout_at(deadline, async {
+        if io.shutdown().await.is_err() {
+            return;
+        }
+        let mut scratch = vec![0u8; 16 * 1024];
+        let mut drained = 0usize;
+        while drained < LINGER_MAX_BYTES {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => drained += read,
+            }
+        }
+    })
+    .await;
+}
+
+/// What [`linger`] reads and drops at most before giving up on a client.
+const LINGER_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 fn read_error_ending(err: &hyper_tungstenite::tungstenite::Error) -> Ending {
     use hyper_tungstenite::tungstenite::Error;

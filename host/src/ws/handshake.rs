@@ -22,6 +22,8 @@ use hyper_tungstenite::HyperWebsocket;
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
+use crate::delivery::OutboundReceiver;
+
 use crate::auth::Login;
 use crate::layer::{Kick, Mailbox};
 use crate::node::{Node, UserSlot};
@@ -128,7 +130,7 @@ pub fn upgrade(
 }
 
 fn websocket_config(node: &Node) -> WebSocketConfig {
-    let limits = &node.config.limits;
+    let limits = node.limits();
     WebSocketConfig::default()
         .max_message_size(Some(limits.max_message_bytes))
         .max_frame_size(Some(limits.max_message_bytes))
@@ -218,7 +220,7 @@ pub async fn admit(
     if let Some(origin) = request.headers().get(hyper::header::ORIGIN)
         && !origin
             .to_str()
-            .is_ok_and(|origin| node.config.limits.origin_allowed(origin))
+            .is_ok_and(|origin| node.limits().origin_allowed(origin))
     {
         return Err(Refusal::Origin);
     }
@@ -267,7 +269,7 @@ pub struct Accepted {
     /// Group events for the connection.
     pub mailbox: mpsc::Receiver<crate::layer::Event>,
     /// Messages towards the client.
-    pub outbound: mpsc::Receiver<hyper_tungstenite::tungstenite::Message>,
+    pub outbound: OutboundReceiver,
 }
 
 /// Stage 4: runs the consumer's `connect` within the handshake timeout.
@@ -293,9 +295,9 @@ pub async fn connect(
         subprotocols: credentials.subprotocols.clone(),
     };
     let kick = Kick::child_of(&node.shutdown);
-    let (outbound, outbound_rx) = mpsc::channel(node.config.limits.send_queue);
-    let (mailbox, mailbox_rx) =
-        Mailbox::new(id, node.config.layer.mailbox_capacity, kick.clone());
+    let (outbound, outbound_rx) =
+        crate::delivery::outbound(node.limits().send_queue, node.caps().pressure.clone());
+    let (mailbox, mailbox_rx) = Mailbox::new(id, node.config.layer.mailbox_capacity, kick.clone());
     let conn = ConnState::new(
         consumer.clone(),
         node.caps().clone(),
@@ -314,7 +316,7 @@ pub async fn connect(
     // When this returns early, the session (and its connection state) is
     // dropped: every group `connect` joined is left.
     match tokio::time::timeout(
-        node.config.limits.handshake_timeout(),
+        node.limits().handshake_timeout(),
         session.call(Call::Connect),
     )
     .await
@@ -328,6 +330,17 @@ pub async fn connect(
         Handshake::Accepted(subprotocol) => subprotocol.clone(),
         Handshake::Pending | Handshake::Refused => return Err(Refusal::Refused),
     };
+    // What `connect` sent goes out (once durable) before the first event.
+    let mut emission = session.conn().take_emission();
+    match tokio::time::timeout(node.config.limits.handshake_timeout(), emission.committed()).await {
+        Ok(Ok(())) => emission.release(&session.conn().release_to()),
+        Ok(Err(err)) => {
+            return Err(Refusal::Failed(Fault::Trap(format!(
+                "a write failed: {err}"
+            ))));
+        }
+        Err(_elapsed) => return Err(Refusal::TimedOut),
+    }
     Ok(Accepted {
         session,
         subprotocol: subprotocol.or(credentials.token_marker),

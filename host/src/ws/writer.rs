@@ -1,44 +1,36 @@
-//! The writer: drains a connection's bounded send queue into its socket,
-//! batching what is queued into one flush.
+//! The writer: drains a connection's queue into its socket, everything
+//! queued at once with one flush.
 
 use futures_util::SinkExt;
 use hyper_tungstenite::tungstenite::Message as WsMessage;
-use tokio::sync::{mpsc, oneshot};
 
-/// Writes queued messages until the queue closes, a close frame is written
-/// or the socket fails. A message on `urgent` (a close frame for a client
-/// too slow to drain its queue) jumps the queue and ends the writing.
-pub async fn write_loop<S>(
-    mut sink: S,
-    mut outbound: mpsc::Receiver<WsMessage>,
-    mut urgent: oneshot::Receiver<WsMessage>,
-) where
+use crate::delivery::OutboundReceiver;
+
+/// Writes queued messages until the queue is closed and empty, a close frame
+/// is written, or the socket fails. Gives the sink back when a close frame
+/// went out, so the connection can end the TCP stream gracefully.
+pub async fn write_loop<S>(mut sink: S, mut outbound: OutboundReceiver) -> Option<S>
+where
     S: futures_util::Sink<WsMessage> + Unpin,
 {
-    loop {
-        tokio::select! {
-            biased;
-            Ok(close) = &mut urgent => {
-                let _ = sink.send(close).await;
-                return;
+    let mut batch = Vec::new();
+    while outbound.next_batch(&mut batch).await {
+        let mut closing = false;
+        for message in batch.drain(..) {
+            closing = message.is_close();
+            if sink.feed(message).await.is_err() {
+                return None;
             }
-            message = outbound.recv() => {
-                let Some(message) = message else { return };
-                let mut closing = message.is_close();
-                if sink.feed(message).await.is_err() {
-                    return;
-                }
-                // Everything already queued goes out with one flush.
-                while !closing && let Ok(message) = outbound.try_recv() {
-                    closing = message.is_close();
-                    if sink.feed(message).await.is_err() {
-                        return;
-                    }
-                }
-                if sink.flush().await.is_err() || closing {
-                    return;
-                }
+            if closing {
+                break;
             }
         }
+        if sink.flush().await.is_err() {
+            return None;
+        }
+        if closing {
+            return Some(sink);
+        }
     }
+    None
 }

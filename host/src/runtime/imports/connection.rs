@@ -4,7 +4,7 @@ use hyper_tungstenite::tungstenite::Message as WsMessage;
 
 use super::{Refusal, trap, truncate_utf8, within};
 use crate::runtime::bindings::{connection, types};
-use crate::runtime::conn::{ConnState, Handshake};
+use crate::runtime::conn::{ConnState, Effect, Handshake};
 
 /// What `send` returns instead of success.
 pub type SendFailure = Refusal<connection::SendError>;
@@ -56,11 +56,12 @@ impl connection::Host for ConnState {
         if len > limit {
             return Err(connection::SendError::TooLarge(limit as u32).into());
         }
-        if self.push(message) {
-            Ok(())
-        } else {
-            Err(connection::SendError::Closed.into())
+        if self.closing() {
+            return Err(connection::SendError::Closed.into());
         }
+        // Sent once what this event wrote is durable (see `conn`).
+        self.emit(Effect::Send(message));
+        Ok(())
     }
 
     fn close(&mut self, code: u16, mut reason: String) -> wasmtime::Result<()> {

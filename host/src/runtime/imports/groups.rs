@@ -7,7 +7,7 @@
 use super::{Refusal, within};
 use crate::layer::{self, GroupEvent};
 use crate::runtime::bindings::groups;
-use crate::runtime::conn::ConnState;
+use crate::runtime::conn::{ConnState, Effect};
 
 /// What a group operation returns instead of success.
 pub type GroupFailure = Refusal<groups::GroupError>;
@@ -23,7 +23,11 @@ fn check_name(group: &str) -> Result<(), GroupFailure> {
 impl ConnState {
     fn count_group_change(&mut self) -> Result<(), GroupFailure> {
         let limit = self.consumer.config().sandbox.max_group_changes_per_event;
-        within(&mut self.used.group_changes, limit, "group-add or group-discard")
+        within(
+            &mut self.used.group_changes,
+            limit,
+            "group-add or group-discard",
+        )
     }
 }
 
@@ -68,8 +72,9 @@ impl groups::Host for ConnState {
             ))
             .into());
         }
-        self.caps.layer.group_send(&self.group_key(&group), &event);
-        self.caps.metrics.group_sends.inc();
+        // Sent once what this event wrote is durable (see `conn`).
+        let key = self.group_key(&group);
+        self.emit(Effect::GroupSend(key, event));
         Ok(())
     }
 

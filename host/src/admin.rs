@@ -6,7 +6,7 @@
 //!
 //! | request | answer |
 //! | --- | --- |
-//! | `GET /admin/status` | 200: the node's state: connections, instances, the layer, the database, message and delivery counts |
+//! | `GET /admin/status` | 200: the node's state: connections, instances, the layer, the database, message and delivery counts, refusals by kind, closes by code, the limits in force |
 //! | `GET /admin/consumers` | 200: each consumer's current version, the versions kept for rollback, and connections per version |
 //! | `PUT /admin/consumers/<name>` with the component as the body | 200 with the new version; 422 with the reason when the module is refused (the current version keeps serving); 413 when too large |
 //! | `POST /admin/consumers/<name>/rollback` | 200 with the version now current; 409 when none is kept |
@@ -47,11 +47,7 @@ fn authorized(node: &Node, request: &Request<Incoming>) -> bool {
 }
 
 /// Answers a request under `/admin/`.
-pub async fn handle(
-    node: Arc<Node>,
-    request: Request<Incoming>,
-    peer: SocketAddr,
-) -> HttpResponse {
+pub async fn handle(node: Arc<Node>, request: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
     if node.config.admin.token.is_none() {
         return response::plain(StatusCode::NOT_FOUND, "not found\n");
     }
@@ -122,12 +118,46 @@ fn status(node: &Node) -> HttpResponse {
                 "handshakes_over_capacity": metrics.handshakes_over_capacity.get(),
                 "guest_traps": metrics.guest_traps.get(),
                 "db_writes": metrics.db_writes.get(),
+                "group_sends": metrics.group_sends.get(),
+                "rendered_deliveries": metrics.rendered_deliveries.get(),
+                "slow_client_closes": metrics.slow_client_closes.get(),
+                "idle_timeouts": metrics.idle_timeouts.get(),
+                "instances_busy": metrics.instances_busy.get(),
             },
+            "refusals": {
+                "refused": metrics.handshakes_refused.get(),
+                "bad_origin": metrics.handshakes_bad_origin.get(),
+                "unrouted": metrics.handshakes_unrouted.get(),
+                "uri_too_long": metrics.uris_too_long.get(),
+                "over_user_limit": metrics.handshakes_over_user_limit.get(),
+                "over_capacity": metrics.handshakes_over_capacity.get(),
+                "timed_out": metrics.handshakes_timed_out.get(),
+            },
+            "auth_failures": metrics.auth_failures.snapshot(),
+            "closes": metrics.closes.snapshot(),
+            "limits": limits_in_force(&node.limits()),
             "layer": layer,
             "database": caps.db.describe(),
             "consumers": consumers,
         }),
     )
+}
+
+/// The `[limits]` a reload may have changed, as in force now.
+fn limits_in_force(limits: &crate::config::Limits) -> serde_json::Value {
+    json!({
+        "max_connections": limits.max_connections,
+        "max_connections_per_user": limits.max_connections_per_user,
+        "max_message_bytes": limits.max_message_bytes,
+        "messages_per_second": limits.messages_per_second,
+        "message_burst": limits.message_burst,
+        "user_messages_per_second": limits.user_messages_per_second,
+        "send_queue": limits.send_queue,
+        "handshake_timeout_ms": limits.handshake_timeout_ms,
+        "ping_interval_ms": limits.ping_interval_ms,
+        "idle_timeout_ms": limits.idle_timeout_ms,
+        "allowed_origins": limits.allowed_origins,
+    })
 }
 
 fn list(node: &Node) -> HttpResponse {

@@ -168,7 +168,8 @@ impl Authenticator {
     /// Checks a token now and returns the user-id claim, normalised: a UUID in
     /// any spelling becomes 32 lowercase hex digits, a number stays a number.
     pub fn verify(&self, token: &str) -> Result<Value, AuthError> {
-        self.verify_at(token, unix_now()).map(|verified| verified.user_id)
+        self.verify_at(token, unix_now())
+            .map(|verified| verified.user_id)
     }
 
     /// Checks a token as of `now` (seconds since the epoch): the user-id
@@ -227,11 +228,12 @@ impl Authenticator {
     /// long-lived connection: the user may since have been removed or
     /// made inactive).
     pub async fn look_up(&self, db: &Database, user_id: Value) -> Result<User, AuthError> {
-        let query = self.config.user_query.clone();
-        db.read(move |conn| lookup_user(conn, &query, &user_id))
+        let row = db
+            .read_row(&self.config.user_query, vec![user_id])
             .await
             .map_err(AuthError::Lookup)?
-            .ok_or(AuthError::UnknownUser)
+            .ok_or(AuthError::UnknownUser)?;
+        user_from_row(row).map_err(AuthError::Lookup)
     }
 
     /// Mints an access token like simplejwt's: `token_type`, `exp`, `iat`,
@@ -273,39 +275,41 @@ fn classify(err: &jsonwebtoken::errors::Error) -> AuthError {
     }
 }
 
-/// Runs the user query for one id; `None` when there is no such active user.
+/// Runs the user query for one id on a SQLite connection; `None` when
+/// there is no such active user.
 pub fn lookup_user(
     conn: &rusqlite::Connection,
     query: &str,
     user_id: &Value,
 ) -> Result<Option<User>, DbError> {
     let mut stmt = conn.prepare_cached(query)?;
+    let width = stmt.column_count();
     let mut rows = stmt.query([user_id])?;
     let Some(row) = rows.next()? else {
         return Ok(None);
     };
-    let text = |index: usize| -> Result<Option<String>, DbError> {
-        Ok(match Value::from(row.get_ref(index)?) {
-            Value::Null => None,
-            Value::Integer(i) => Some(i.to_string()),
-            Value::Real(f) => Some(f.to_string()),
-            Value::Text(t) => Some(t),
-            Value::Blob(_) => None,
-        })
-    };
-    let id =
-        text(0)?.ok_or_else(|| DbError::Invalid("the user query returned a NULL id".into()))?;
-    let name = if row.as_ref().column_count() > 1 {
-        text(1)?
-    } else {
-        None
-    };
-    let email = if row.as_ref().column_count() > 2 {
-        text(2)?.unwrap_or_default()
-    } else {
-        String::new()
-    };
-    Ok(Some(User { id, name, email }))
+    let values = (0..width)
+        .map(|index| Ok(Value::from(row.get_ref(index)?)))
+        .collect::<Result<Vec<_>, DbError>>()?;
+    user_from_row(values).map(Some)
+}
+
+/// The user in a row of the user query: `id, name, email` (name and email
+/// optional).
+pub fn user_from_row(values: Vec<Value>) -> Result<User, DbError> {
+    let mut values = values.into_iter().map(|value| match value {
+        Value::Null | Value::Blob(_) => None,
+        Value::Integer(i) => Some(i.to_string()),
+        Value::Real(f) => Some(f.to_string()),
+        Value::Text(t) => Some(t),
+    });
+    let id = values
+        .next()
+        .flatten()
+        .ok_or_else(|| DbError::Invalid("the user query returned a NULL id".into()))?;
+    let name = values.next().flatten();
+    let email = values.next().flatten().unwrap_or_default();
+    Ok(User { id, name, email })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! | `GET /healthz` | 200 `{"status": "ok"}` (or `"degraded"`, with what is degraded); nothing internal |
 //! | `GET /metrics` | 200, Prometheus text: on the admin listener when `[admin] listen` is set, else here |
 //! | `/admin/...` | the admin API ([`crate::admin`]), on the admin listener if one is configured |
+//! | `/` and `/demo/...` with `[demo] enabled` | the chat page and its API ([`crate::demo`]), on `listen` only |
 //! | a routed path with `Upgrade: websocket` | the WebSocket handshake ([`crate::ws`]) |
 //! | anything else | 404 |
 
@@ -48,7 +49,7 @@ pub async fn handle(
         .uri()
         .path_and_query()
         .map_or(0, |target| target.as_str().len());
-    if target_len > node.config.limits.max_uri_bytes {
+    if target_len > node.limits().max_uri_bytes {
         node.caps().metrics.uris_too_long.inc();
         return Ok(response::plain(
             StatusCode::URI_TOO_LONG,
@@ -70,6 +71,13 @@ pub async fn handle(
             _ => {}
         }
     }
+    if node.config.demo.enabled
+        && listener == Listener::Main
+        && !upgrade
+        && crate::demo::serves(&raw_path)
+    {
+        return Ok(crate::demo::handle(node, request, peer).await);
+    }
     if listener == Listener::Admin || !upgrade {
         return Ok(not_found());
     }
@@ -80,7 +88,8 @@ pub async fn handle(
         ));
     };
     let path = path.into_owned();
-    let Some(route) = routing::resolve(&node.routes, &path) else {
+    let routes = node.routes();
+    let Some(route) = routing::resolve(&routes, &path) else {
         node.caps().metrics.handshakes_unrouted.inc();
         return Ok(response::plain(
             StatusCode::NOT_FOUND,
@@ -94,6 +103,29 @@ fn not_found() -> HttpResponse {
     response::plain(StatusCode::NOT_FOUND, "not found\n")
 }
 
+/// Every metric of the node, as Prometheus text.
+pub fn node_metrics(node: &Node) -> String {
+    let caps = node.caps();
+    let mut text = caps.metrics.render();
+    caps.layer.render_metrics(&mut text);
+    let pressure = &caps.pressure;
+    crate::metrics::write_metric(
+        &mut text,
+        "pressure_active",
+        "gauge",
+        "Whether the node is overloaded now (many queues towards clients behind): connections read more slowly.",
+        u8::from(pressure.active()),
+    );
+    crate::metrics::write_metric(
+        &mut text,
+        "queued_frames",
+        "gauge",
+        "Frames waiting in every queue towards clients.",
+        pressure.queued(),
+    );
+    text
+}
+
 /// Whether the node serves fully: `ok`, or `degraded` with what is not
 /// working (it still serves its own clients). Nothing internal (paths,
 /// counts) is shown: the admin API's status has those.
@@ -103,7 +135,14 @@ fn health(node: &Node) -> HttpResponse {
     if !layer_ok {
         degraded.push("layer");
     }
-    let status = if degraded.is_empty() { "ok" } else { "degraded" };
+    if !node.caps().db.healthy() {
+        degraded.push("database");
+    }
+    let status = if degraded.is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    };
     response::json(
         StatusCode::OK,
         &serde_json::json!({ "status": status, "degraded": degraded }),
@@ -111,9 +150,7 @@ fn health(node: &Node) -> HttpResponse {
 }
 
 fn metrics(node: &Node) -> HttpResponse {
-    let caps = node.caps();
-    let mut text = caps.metrics.render();
-    caps.layer.render_metrics(&mut text);
+    let text = node_metrics(node);
     response::with_body(
         StatusCode::OK,
         "text/plain; version=0.0.4",

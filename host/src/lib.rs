@@ -14,20 +14,24 @@
 //!  cli ─────────────── the command line; the only reader of the environment
 //!  server ──────────── start-up, the accept loops, graceful shutdown
 //!  http ────────────── dispatch: health, metrics, admin, WebSocket routes
-//!  admin, ws ───────── the admin API; the handshake and connection tasks
+//!  reload ──────────── SIGHUP: what changed in the file, limits and routes swapped
+//!  admin, demo, ws ─── the admin API; the chat page; the handshake and connections
 //!  node ────────────── what every connection shares (routes, auth, runtime, budgets)
 //!  runtime ─────────── engine, WIT bindings, host imports, sessions, deploys
 //!  auth, routing ───── tokens and user lookup; Django path patterns
-//!  db, layer ───────── SQLite (writer, readers, grants); groups (memory, Redis)
+//!  db, layer ───────── SQLite or PostgreSQL (writers, grants); groups (memory, Redis)
 //!  config, metrics, close, response ── leaves: plain data, counters,
 //!                      close codes, HTTP responses
 //! ```
 //!
-//! - [`cli`]: `serve`, `migrate`, `seed`, `token`, `deploy`, `rollback`, `versions`.
+//! - [`cli`]: `serve`, `check`, `migrate`, `seed`, `token`, `deploy`, `rollback`,
+//!   `versions`, `status`.
 //! - [`config`]: the TOML configuration, validated up front (plain data).
 //! - `server`: start-up, the accept loop, graceful shutdown ([`Server`]).
 //! - `http`: health, metrics, dispatch of upgrade requests.
 //! - `admin`: the admin API: status, deploy, list and roll back versions.
+//! - `demo`: the chat page at `/` and its small JSON API (`[demo]`, loopback only).
+//! - `reload`: what a reload (SIGHUP) may change while serving: limits, routes.
 //! - `ws`: the handshake in stages, then one task per socket (its loop,
 //!   writer and rate limits).
 //! - `node`: what every connection of a node shares.
@@ -36,7 +40,8 @@
 //!   pure-event rendering, deploys and the module-file watcher.
 //! - `auth`: simplejwt access tokens and the user lookup.
 //! - `routing`: Django-style path patterns, matched in linear time.
-//! - `db`: SQLite: migrations, the group-commit writer, readers, grants, seeding.
+//! - `db`: SQLite or PostgreSQL: migrations, the group-commit writers,
+//!   readers and pools, grants (an authorizer; roles), seeding.
 //! - `layer`: the channel layer (groups): in memory, or Redis.
 //! - `metrics`, `close`, `response`: counters, close codes, HTTP responses.
 //!
@@ -69,9 +74,13 @@ internal! {
     admin;
     /// simplejwt tokens and the user lookup.
     auth;
+    /// The chat page for a first try in a browser.
+    demo;
     /// Close codes.
     close;
-    /// SQLite.
+    /// Queues towards clients, and the node's pressure.
+    delivery;
+    /// SQLite or PostgreSQL.
     db;
     /// HTTP dispatch.
     http;
@@ -83,6 +92,8 @@ internal! {
     node;
     /// HTTP responses.
     response;
+    /// What a configuration reload may change.
+    reload;
     /// Django path patterns.
     routing;
     /// The WebAssembly runtime.

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use hyper_tungstenite::tungstenite::Message as WsMessage;
-use tokio::sync::mpsc;
 
 use crate::Server;
 use crate::layer::{Kick, Mailbox};
@@ -27,8 +26,7 @@ pub fn group_members(server: &Server, consumer: &str, group: &str) -> usize {
 /// instance, what it sends comes out of [`Direct::frames`].
 pub struct Direct {
     session: Session,
-    /// What the consumer sent to its client.
-    pub frames: mpsc::Receiver<WsMessage>,
+    frames: crate::delivery::OutboundReceiver,
 }
 
 impl Direct {
@@ -37,7 +35,7 @@ impl Direct {
         let node = server.node();
         let consumer = node.runtime.consumer(consumer).expect("a consumer").clone();
         let kick = Kick::child_of(&node.shutdown);
-        let (outbound, frames) = mpsc::channel(1 << 20);
+        let (outbound, frames) = crate::delivery::outbound(1 << 20, node.caps().pressure.clone());
         let (mailbox, _events) = Mailbox::new(u64::MAX, 16, kick.clone());
         let conn = ConnState::new(
             consumer.clone(),
@@ -61,19 +59,32 @@ impl Direct {
 
     /// Runs `handle-event`.
     pub async fn event(&mut self, event: &str) -> Result<(), Fault> {
-        self.session.call(Call::Event(event)).await
+        self.run(Call::Event(event)).await
     }
 
     /// Runs `receive` with a text message.
     pub async fn receive(&mut self, text: &str) -> Result<(), Fault> {
-        self.session
-            .call(Call::Receive(&Message::Text(text.into())))
-            .await
+        self.run(Call::Receive(&Message::Text(text.into()))).await
     }
 
     /// Runs `connect`.
     pub async fn connect(&mut self) -> Result<(), Fault> {
-        self.session.call(Call::Connect).await
+        self.run(Call::Connect).await
+    }
+
+    /// Runs a call, then releases what it sent once its writes are durable.
+    async fn run(&mut self, call: Call<'_>) -> Result<(), Fault> {
+        let result = self.session.call(call).await;
+        let mut emission = self.session.conn().take_emission();
+        if emission.committed().await.is_ok() {
+            emission.release(&self.session.conn().release_to());
+        }
+        result
+    }
+
+    /// What the consumer sent its client since the last call to this.
+    pub fn frames(&mut self) -> Vec<WsMessage> {
+        self.frames.take_all()
     }
 
     /// Drops the instance (the next call makes a new one).

@@ -188,7 +188,7 @@ async fn sigterm_closes_sockets_with_1001_and_keeps_every_saved_message() {
             .env("JWT_SECRET", SECRET),
     ))
     .unwrap();
-    let (mut child, addr) = spawn_serving(
+    let (child, addr) = spawn_serving(
         host_cli()
             .args([
                 "serve",
@@ -222,20 +222,10 @@ async fn sigterm_closes_sockets_with_1001_and_keeps_every_saved_message() {
         assert_eq!(bob.next_json().await["body"], format!("m{n}"));
     }
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let stopped = tokio::spawn(terminate(child));
     assert_eq!(alice.expect_close().await, 1001);
     assert_eq!(bob.expect_close().await, 1001);
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = stopped.await.unwrap();
     assert!(status.success(), "serve exited with {status}");
 
     let saved: i64 = rusqlite::Connection::open(&db)
@@ -264,13 +254,163 @@ fn the_sample_secret_serves_loopback_only() {
         stderr.contains("placeholder") && stderr.contains("32 bytes"),
         "{stderr}"
     );
-    // A secret of its own, and the same command serves.
+    // A secret of its own: still refused, for the chat page it turns on,
+    // which mints tokens for anyone who reaches it.
+    let out = host_cli()
+        .args(["serve", "--config", sample.to_str().unwrap()])
+        .args(["--db", db.to_str().unwrap(), "--listen", "0.0.0.0:0"])
+        .env("JWT_SECRET", "a-secret-of-at-least-thirty-two-bytes!")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "served the demo beyond loopback");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[demo] enabled = false"), "{stderr}");
+    // The demo off, and the same command serves.
+    let text = std::fs::read_to_string(&sample).unwrap();
+    assert!(
+        text.contains("\nenabled = true\n"),
+        "the sample turns the demo on"
+    );
+    let module = sample
+        .parent()
+        .unwrap()
+        .join("guest-consumers/dist/chat.wasm");
+    let text = text
+        .replace("\nenabled = true\n", "\nenabled = false\n")
+        .replace("guest-consumers/dist/chat.wasm", module.to_str().unwrap());
+    let config = dir.path().join("no-demo.toml");
+    std::fs::write(&config, text).unwrap();
     let (mut child, _addr) = spawn_serving(
         host_cli()
-            .args(["serve", "--config", sample.to_str().unwrap()])
+            .args(["serve", "--config", config.to_str().unwrap()])
             .args(["--db", db.to_str().unwrap(), "--listen", "0.0.0.0:0"])
             .env("JWT_SECRET", "a-secret-of-at-least-thirty-two-bytes!"),
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Runs `serve` with the config `[log] format` given (and `extra` flags),
+/// refuses one handshake and opens and closes one connection, stops it, and
+/// returns every line it wrote to stderr.
+async fn serve_and_log(format_in_file: &str, extra: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "db.sqlite3");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("[log]\nformat = \"{format_in_file}\"\n"));
+    std::fs::write(&config, text).unwrap();
+    let plan: Json = serde_json::from_str(&run_ok(
+        host_cli()
+            .args(["seed", "--config", config.to_str().unwrap()])
+            .args(["--rooms", "1", "--users-per-room", "1"])
+            .env("JWT_SECRET", SECRET),
+    ))
+    .unwrap();
+    let mut child = host_cli()
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("JWT_SECRET", SECRET)
+        .env_remove("CONSUMER_HOST_LOG_FORMAT")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[node] {line}");
+            if let Some(addr) = line.strip_prefix("consumer-host listening on ") {
+                let _ = addr_tx.send(addr.to_string());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let addr = addr_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("serve prints its address");
+
+    let room = &plan["rooms"][0];
+    let room_id = room["id"].as_str().unwrap();
+    let no_token = format!("ws://{addr}/ws/{room_id}/");
+    assert_eq!(consumer_host_tests::refused_status(&no_token).await, 403);
+    let token = room["users"][0]["token"].as_str().unwrap();
+    let client = connect(&format!("ws://{addr}/ws/{room_id}/?token={token}")).await;
+    client.close().await;
+    // The close is logged once the connection has ended on the server.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let status = terminate(child).await;
+    assert!(status.success(), "serve exited with {status}");
+    reader.join().unwrap()
+}
+
+/// Sends SIGTERM to a serving process and waits for it to exit.
+async fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_json_lines_from_the_config_and_each_refusal_and_close_is_logged_once() {
+    let lines = serve_and_log("json", &[]).await;
+    let events: Vec<Json> = lines
+        .iter()
+        .filter(|line| !line.starts_with("consumer-host listening on "))
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"))
+        })
+        .collect();
+    assert!(
+        events
+            .iter()
+            .all(|event| event["level"].is_string() && event["timestamp"].is_string()),
+        "{events:#?}"
+    );
+    let with = |message: &str| -> Vec<&Json> {
+        events
+            .iter()
+            .filter(|event| event["message"] == message)
+            .collect()
+    };
+    let refused = with("handshake refused");
+    assert_eq!(refused.len(), 1, "{events:#?}");
+    assert_eq!(refused[0]["status"], 403);
+    assert!(refused[0]["reason"].is_string());
+    let closed = with("connection closed");
+    assert_eq!(closed.len(), 1, "{events:#?}");
+    assert_eq!(closed[0]["code"], 1000);
+    assert_eq!(closed[0]["by"], "client");
+    assert_eq!(with("listening").len(), 1, "{events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flag_beats_the_file_and_text_logs_have_no_colour_off_a_terminal() {
+    let lines = serve_and_log("json", &["--log-format", "text"]).await;
+    assert!(
+        lines.iter().any(|line| line.contains("handshake refused")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().all(|line| !line.starts_with('{')),
+        "JSON lines despite --log-format text: {lines:#?}"
+    );
+    assert!(
+        lines.iter().all(|line| !line.contains('\u{1b}')),
+        "colour codes in a log that is not a terminal: {lines:#?}"
+    );
 }

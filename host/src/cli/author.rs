@@ -417,6 +417,7 @@ fn check(
         let caps = Arc::new(crate::runtime::Capabilities {
             db: db.clone(),
             layer: crate::layer::Layer::Memory(crate::layer::MemoryLayer::new(metrics.clone())),
+            pressure: crate::delivery::Pressure::new(metrics.clone()),
             metrics,
             max_send_bytes: 1 << 20,
             max_event_bytes: 1 << 20,
@@ -447,7 +448,7 @@ fn check(
 /// (CPython's starts at about 14 MiB); the server's config sets the real cap.
 const CHECK_MEMORY_BYTES: usize = 256 * 1024 * 1024;
 
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
+pub(super) fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let stamp = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos());

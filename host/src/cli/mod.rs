@@ -6,11 +6,14 @@
 //!
 //! - serving: `serve`, `migrate`, `seed`, `token`;
 //! - operating a running server ([`admin_client`]): `deploy`, `rollback`,
-//!   `versions`;
+//!   `versions`, `status` ([`status`]); checking a configuration without
+//!   serving: `check` ([`check`]);
 //! - an author's day ([`author`]): `new`, `test`, `build`, `dev`.
 
 mod admin_client;
 mod author;
+mod check;
+mod status;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -18,11 +21,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::{Server, db};
 use admin_client::{AdminTarget, admin_request};
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// Runs WebSocket consumers as WebAssembly components.
@@ -37,23 +40,14 @@ struct Cli {
     command: Command,
 }
 
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines; colours only when stderr is a terminal.
-    Text,
-    /// One JSON object per line, with the same fields.
-    Json,
-}
-
 /// Options every command shares.
 #[derive(clap::Args)]
 struct Common {
     /// The TOML config file; module and database paths in it are relative to it.
     #[arg(long, env = "CONSUMER_HOST_CONFIG")]
     config: Option<PathBuf>,
-    /// The SQLite database (overrides [database] path).
+    /// The database: a SQLite file, or a postgres:// URL (overrides
+    /// [database] path and url).
     #[arg(long, env = "CONSUMER_HOST_DB")]
     db: Option<PathBuf>,
 }
@@ -119,6 +113,24 @@ enum Command {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Shows a running server's state: versions, connections per version,
+    /// message and delivery rates, refusals, the layer (admin API).
+    Status {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Seconds between the two samples the rates are computed from.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print the status as JSON (with a `rates` object) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks a configuration, its modules and its database without serving;
+    /// fails naming every problem found.
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Makes a consumer project in a new folder: it builds and passes its test as made.
     New {
         /// The consumer's name (and the folder's).
@@ -164,7 +176,17 @@ const MAX_SEED_USERS: usize = 1_000_000;
 /// Parses the command line, sets up logging and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format.unwrap_or(LogFormat::Text));
+    // Flag or environment first, then the config file's `[log] format`
+    // (read here, before anything logs; a file that does not parse is
+    // reported by the command itself).
+    let format = cli.log_format.unwrap_or_else(|| {
+        cli.command
+            .config_path()
+            .and_then(|path| Config::load(path).ok())
+            .map(|config| config.log.format)
+            .unwrap_or_default()
+    });
+    init_logging(format);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -196,6 +218,20 @@ fn load_config(common: &Common) -> anyhow::Result<Config> {
     config.override_admin_token(std::env::var("CONSUMER_HOST_ADMIN_TOKEN").ok());
     config.override_layer_key(std::env::var("CONSUMER_HOST_LAYER_KEY").ok());
     Ok(config)
+}
+
+impl Command {
+    /// The config file the command reads, if it reads one.
+    fn config_path(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Serve { common, .. }
+            | Command::Migrate { common }
+            | Command::Seed { common, .. }
+            | Command::Token { common, .. }
+            | Command::Check { common } => common.config.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -250,6 +286,23 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("{answer}");
             Ok(())
         }
+        Command::Status {
+            target,
+            interval,
+            json,
+        } => {
+            if !(0.05..=3600.0).contains(&interval) {
+                bail!("--interval is in seconds, from 0.05 to 3600");
+            }
+            status::run(&target, std::time::Duration::from_secs_f64(interval), json)
+        }
+        Command::Check { common } => {
+            let Some(path) = common.config.clone() else {
+                bail!("check needs --config FILE (the file serve would be given)");
+            };
+            let config = serve_config(&common, None)?;
+            check::run(&path, &config, config.runtime.compiled_cache.clone())
+        }
         Command::New { name, lang, dir } => {
             let made = author::new(&name, lang, &dir)?;
             eprintln!("made {} ({lang:?})", made.display());
@@ -294,7 +347,8 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn serve(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+/// The configuration `serve` runs with: the file, flags and environment.
+fn serve_config(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
     let mut config = load_config(common)?;
     config.override_listen(listen);
     if config.runtime.compiled_cache.is_none() {
@@ -302,6 +356,16 @@ fn serve(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         config.runtime.compiled_cache =
             author::Cache::from_env().ok().map(|cache| cache.compiled());
     }
+    Ok(config)
+}
+
+fn serve(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let config = serve_config(common, listen)?;
+    let mut reloader = common
+        .config
+        .as_deref()
+        .map(crate::reload::Reloader::new)
+        .transpose()?;
     if config.routes.is_empty() {
         bail!(
             "no routes configured: pass --config with [[route]] and [consumer.*] sections (see consumer-host.toml)"
@@ -319,7 +383,16 @@ fn serve(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     runtime.block_on(async {
         let server = Server::start(config).await?;
         eprintln!("consumer-host listening on {}", server.local_addr());
-        wait_for_signal().await;
+        wait_for_signal(|| match &mut reloader {
+            Some(reloader) => {
+                reloader.reload(
+                    || serve_config(common, listen),
+                    |config, changed| server.reload(config, changed),
+                );
+            }
+            None => tracing::warn!("SIGHUP received, but serve has no --config file to reload"),
+        })
+        .await;
         server.shutdown().await;
         Ok(())
     })
@@ -327,16 +400,17 @@ fn serve(common: &Common, listen: Option<SocketAddr>) -> anyhow::Result<()> {
 
 fn migrate(common: &Common) -> anyhow::Result<()> {
     let config = load_config(common)?;
-    let mut conn = open(&config)?;
-    let applied = db::migrate::apply(&mut conn).context("applying migrations")?;
-    if applied.is_empty() {
-        eprintln!("{}: schema up to date", config.database.path.display());
+    let applied = if config.database.postgres_url().is_some() {
+        db::postgres::commands::migrate(&config.database)?
     } else {
-        eprintln!(
-            "{}: applied {}",
-            config.database.path.display(),
-            applied.join(", ")
-        );
+        let mut conn = open(&config)?;
+        db::migrate::apply(&mut conn).context("applying migrations")?
+    };
+    let location = config.database.location();
+    if applied.is_empty() {
+        eprintln!("{location}: schema up to date");
+    } else {
+        eprintln!("{location}: applied {}", applied.join(", "));
     }
     Ok(())
 }
@@ -354,21 +428,32 @@ fn seed(
         bail!("at most {MAX_SEED_USERS} users in one seed; run it several times for more");
     }
     let (config, auth) = authenticator(common, token_lifetime)?;
-    let mut conn = open(&config)?;
-    db::migrate::apply(&mut conn).context("applying migrations")?;
     let step = (rooms / 20).max(1);
-    let plan = db::seed::seed(
-        &mut conn,
-        rooms,
-        users_per_room,
-        |id| auth.mint(id),
-        |done| {
-            if done % step == 0 || done == rooms {
-                eprintln!("seed: {done}/{rooms} rooms");
-            }
-        },
-    )
-    .context("seeding")?;
+    let progress = |done| {
+        if done % step == 0 || done == rooms {
+            eprintln!("seed: {done}/{rooms} rooms");
+        }
+    };
+    let plan = if config.database.postgres_url().is_some() {
+        db::postgres::commands::seed(
+            &config.database,
+            rooms,
+            users_per_room,
+            |id| auth.mint(id),
+            progress,
+        )?
+    } else {
+        let mut conn = open(&config)?;
+        db::migrate::apply(&mut conn).context("applying migrations")?;
+        db::seed::seed(
+            &mut conn,
+            rooms,
+            users_per_room,
+            |id| auth.mint(id),
+            progress,
+        )
+        .context("seeding")?
+    };
     serde_json::to_writer(std::io::stdout().lock(), &plan)?;
     println!();
     Ok(())
@@ -376,6 +461,24 @@ fn seed(
 
 fn token(common: &Common, user: &str, token_lifetime: Option<u64>) -> anyhow::Result<()> {
     let (config, auth) = authenticator(common, token_lifetime)?;
+    if config.database.postgres_url().is_some() {
+        let id = db::normalise_uuid(user).unwrap_or_else(|| user.to_string());
+        let row = db::postgres::commands::read_row(
+            &config.database,
+            &config.auth.user_query,
+            &[db::Value::Text(id)],
+        )?;
+        let Some(row) = row else {
+            bail!(
+                "no active user with id {user} in {}",
+                config.database.location()
+            );
+        };
+        let found = crate::auth::user_from_row(row)
+            .map_err(|err| anyhow::anyhow!("looking the user up: {err}"))?;
+        println!("{}", auth.mint(&found.id));
+        return Ok(());
+    }
     let path = &config.database.path;
     if !path.exists() {
         bail!(
@@ -418,11 +521,19 @@ fn open(config: &Config) -> anyhow::Result<rusqlite::Connection> {
     Ok(conn)
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT or SIGTERM; calls `on_hangup` at every SIGHUP.
+async fn wait_for_signal(mut on_hangup: impl FnMut()) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    let mut hangup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return tracing::info!("SIGINT received"),
+            _ = terminate.recv() => return tracing::info!("SIGTERM received"),
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP received: reloading the configuration");
+                on_hangup();
+            }
+        }
     }
 }

@@ -160,21 +160,42 @@ pub fn cargo_build_command(route: Route, dir: &Path, extra: &[&str]) -> Command 
     command
 }
 
-/// Runs [`cargo_build_command`], keeping its output for the error.
+/// Runs [`cargo_build_command`]: its progress (cargo's `Compiling ...`
+/// lines) goes on to this process's stderr as it comes, so a long first
+/// build is seen to move, and its last lines are kept for the error.
 fn cargo_build(route: Route, workspace: &Path, extra: &[&str]) -> Result<(), String> {
+    use std::io::{BufRead, BufReader, Write};
+    const KEPT_LINES: usize = 200;
     let mut command = cargo_build_command(route, workspace, extra);
     let args: Vec<String> = command
         .get_args()
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
-    let output = command
-        .output()
+    command.stdout(std::process::Stdio::null());
+    command.stderr(std::process::Stdio::piped());
+    let mut child = command
+        .spawn()
         .map_err(|err| format!("cannot run cargo for the guests ({route:?}): {err}"))?;
-    if !output.status.success() {
+    let mut kept = std::collections::VecDeque::with_capacity(KEPT_LINES);
+    if let Some(stderr) = child.stderr.take() {
+        let mut out = std::io::stderr().lock();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(out, "{line}");
+            if kept.len() == KEPT_LINES {
+                kept.pop_front();
+            }
+            kept.push_back(line);
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|err| format!("waiting for cargo ({route:?}): {err}"))?;
+    if !status.success() {
         return Err(format!(
             "building the guests ({route:?}, {}) failed:\n{}",
             args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
+            Vec::from(kept).join("\n")
         ));
     }
     Ok(())

@@ -46,6 +46,9 @@ pub enum Mode {
     Rate {
         /// Time between two sends of one client.
         period: Duration,
+        /// Every client sends at the same instants (rooms get bursts), or
+        /// their sends are spread over the period.
+        lockstep: bool,
     },
     /// Closed loop: at most `window` own messages in flight.
     Saturating {
@@ -139,6 +142,9 @@ pub struct ClientResult {
     pub sent_total: u64,
     /// Messages sent after the warmup.
     pub sent_tracked: u64,
+    /// Sends of the schedule skipped because the client fell a period behind
+    /// (the server read from it more slowly: backpressure).
+    pub skipped: u64,
     /// Deliveries owed for the tracked messages.
     pub expected: u64,
     /// Distinct deliveries of tracked messages received.
@@ -439,10 +445,15 @@ impl Session {
                             }
                             self.start(schedule);
                             end_timer.as_mut().reset(schedule.send_end.into());
-                            if let Mode::Rate { period } = mode {
-                                // Spread first sends over one period (golden-ratio
-                                // offsets) so clients do not send in lockstep.
-                                let phase = (self.spec.index as f64 * 0.618_033_988_75).fract();
+                            if let Mode::Rate { period, lockstep } = mode {
+                                // Staggered: first sends spread over one period
+                                // (golden-ratio offsets). Lockstep: all at once,
+                                // as a room of people answering the same thing.
+                                let phase = if lockstep {
+                                    0.0
+                                } else {
+                                    (self.spec.index as f64 * 0.618_033_988_75).fract()
+                                };
                                 next_send = tokio::time::Instant::from_std(schedule.send_start)
                                     + period.mul_f64(phase);
                                 send_timer.as_mut().reset(next_send);
@@ -454,7 +465,7 @@ impl Session {
                     self.finish_sending();
                 }
                 () = &mut send_timer, if rate_armed => {
-                    let Mode::Rate { period } = mode else { unreachable!() };
+                    let Mode::Rate { period, .. } = mode else { unreachable!() };
                     if let Err(reason) = self.send(&mut ws, 1).await {
                         self.result.closed_early = Some(reason);
                         break false;
@@ -464,6 +475,8 @@ impl Session {
                     // More than a period behind: the loadgen or the server cannot
                     // keep up; skip the missed sends rather than burst them.
                     if next_send + period < now {
+                        let behind = now.duration_since(next_send).as_secs_f64();
+                        self.result.skipped += (behind / period.as_secs_f64()) as u64;
                         next_send = now;
                     }
                     send_timer.as_mut().reset(next_send);

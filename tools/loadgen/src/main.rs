@@ -99,6 +99,11 @@ struct Args {
     /// Messages per second per client; 0 saturates (see --window).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// With --rate: every client sends at the same instants (each room gets
+    /// a burst of one message per member at once), instead of spread over
+    /// the period.
+    #[arg(long)]
+    lockstep: bool,
     /// Own messages each client keeps in flight when saturating.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     window: u32,
@@ -189,6 +194,7 @@ impl Settings {
         } else if args.rate > 0.0 {
             Mode::Rate {
                 period: Duration::from_secs_f64(1.0 / args.rate),
+                lockstep: args.lockstep,
             }
         } else {
             Mode::Saturating {
@@ -582,6 +588,7 @@ async fn run(args: Args) -> Result<Report> {
     Ok(Report {
         mode: match settings.mode {
             Mode::Idle => "idle",
+            Mode::Rate { lockstep: true, .. } => "rate-lockstep",
             Mode::Rate { .. } => "rate",
             Mode::Saturating { .. } => "saturating",
         },
@@ -598,6 +605,7 @@ async fn run(args: Args) -> Result<Report> {
             _ => None,
         },
         messages_sent: totals.sent_tracked,
+        sends_skipped: totals.skipped,
         messages_sent_total: totals.sent_total,
         deliveries_expected: totals.expected,
         deliveries_received: totals.distinct,

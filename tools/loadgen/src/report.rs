@@ -35,6 +35,9 @@ pub struct Report {
     pub messages_sent: u64,
     /// Messages sent, warmup included (compare with `saved`).
     pub messages_sent_total: u64,
+    /// Sends of an open-loop schedule skipped because the client fell a
+    /// period behind: the server pushed back (read from it more slowly).
+    pub sends_skipped: u64,
     /// Deliveries owed for the tracked messages (connected room members each).
     pub deliveries_expected: u64,
     /// Distinct deliveries of tracked messages received.
@@ -149,6 +152,8 @@ pub struct Totals {
     pub sent_total: u64,
     /// See [`Report::messages_sent`].
     pub sent_tracked: u64,
+    /// See [`Report::sends_skipped`].
+    pub skipped: u64,
     /// See [`Report::deliveries_expected`].
     pub expected: u64,
     /// See [`Report::deliveries_received`].
@@ -188,6 +193,7 @@ impl Totals {
         }
         self.sent_total += result.sent_total;
         self.sent_tracked += result.sent_tracked;
+        self.skipped += result.skipped;
         self.expected += result.expected;
         self.distinct += result.distinct;
         self.duplicated += result.duplicated;

@@ -253,38 +253,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             consumer,
             file,
             target,
-        } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            eprintln!(
-                "deploying {} ({} bytes) as {consumer}",
-                file.display(),
-                bytes.len()
-            );
-            let answer = admin_request(
-                &target,
-                hyper::Method::PUT,
-                &format!("/admin/consumers/{consumer}"),
-                bytes,
-            )?;
-            println!("{answer}");
-            Ok(())
-        }
-        Command::Rollback { consumer, target } => {
-            let answer = admin_request(
-                &target,
-                hyper::Method::POST,
-                &format!("/admin/consumers/{consumer}/rollback"),
-                Vec::new(),
-            )?;
-            println!("{answer}");
-            Ok(())
-        }
+        } => deploy(&target, &consumer, &file),
+        Command::Rollback { consumer, target } => admin_print(
+            &target,
+            hyper::Method::POST,
+            &format!("/admin/consumers/{consumer}/rollback"),
+            Vec::new(),
+        ),
         Command::Versions { target } => {
-            let answer =
-                admin_request(&target, hyper::Method::GET, "/admin/consumers", Vec::new())?;
-            println!("{answer}");
-            Ok(())
+            admin_print(&target, hyper::Method::GET, "/admin/consumers", Vec::new())
         }
         Command::Status {
             target,
@@ -296,40 +273,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             status::run(&target, std::time::Duration::from_secs_f64(interval), json)
         }
-        Command::Check { common } => {
-            let Some(path) = common.config.clone() else {
-                bail!("check needs --config FILE (the file serve would be given)");
-            };
-            let config = serve_config(&common, None)?;
-            check::run(&path, &config, config.runtime.compiled_cache.clone())
-        }
-        Command::New { name, lang, dir } => {
-            let made = author::new(&name, lang, &dir)?;
-            eprintln!("made {} ({lang:?})", made.display());
-            eprintln!(
-                "next: consumer-host test {0}; consumer-host build {0}",
-                made.display()
-            );
-            println!("{}", made.display());
-            Ok(())
-        }
+        Command::Check { common } => check_config(&common),
+        Command::New { name, lang, dir } => new_project(&name, lang, &dir),
         Command::Test { dir } => author::test(&dir),
-        Command::Build { dir, output } => {
-            let project = author::Project::load(&dir)?;
-            let output = output.unwrap_or_else(|| project.default_output());
-            let built = author::build(&project, &output)?;
-            eprintln!(
-                "built {} in {:.1} s: {} bytes, sha256 {}, world {}, pure events {:?}",
-                project.name,
-                built.elapsed.as_secs_f64(),
-                built.size,
-                &built.sha256[..12],
-                built.world,
-                built.pure_events
-            );
-            println!("{}", built.path.display());
-            Ok(())
-        }
+        Command::Build { dir, output } => build(&dir, output),
         Command::Dev {
             dir,
             consumer,
@@ -345,6 +292,69 @@ fn run(command: Command) -> anyhow::Result<()> {
             )
         }
     }
+}
+
+/// Sends one admin request and prints the server's answer.
+fn admin_print(
+    target: &AdminTarget,
+    method: hyper::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<()> {
+    let answer = admin_request(target, method, path, body)?;
+    println!("{answer}");
+    Ok(())
+}
+
+fn deploy(target: &AdminTarget, consumer: &str, file: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    eprintln!(
+        "deploying {} ({} bytes) as {consumer}",
+        file.display(),
+        bytes.len()
+    );
+    admin_print(
+        target,
+        hyper::Method::PUT,
+        &format!("/admin/consumers/{consumer}"),
+        bytes,
+    )
+}
+
+fn check_config(common: &Common) -> anyhow::Result<()> {
+    let Some(path) = common.config.clone() else {
+        bail!("check needs --config FILE (the file serve would be given)");
+    };
+    let config = serve_config(common, None)?;
+    check::run(&path, &config, config.runtime.compiled_cache.clone())
+}
+
+fn new_project(name: &str, lang: author::Lang, dir: &std::path::Path) -> anyhow::Result<()> {
+    let made = author::new(name, lang, dir)?;
+    eprintln!("made {} ({lang:?})", made.display());
+    eprintln!(
+        "next: consumer-host test {0}; consumer-host build {0}",
+        made.display()
+    );
+    println!("{}", made.display());
+    Ok(())
+}
+
+fn build(dir: &std::path::Path, output: Option<PathBuf>) -> anyhow::Result<()> {
+    let project = author::Project::load(dir)?;
+    let output = output.unwrap_or_else(|| project.default_output());
+    let built = author::build(&project, &output)?;
+    eprintln!(
+        "built {} in {:.1} s: {} bytes, sha256 {}, world {}, pure events {:?}",
+        project.name,
+        built.elapsed.as_secs_f64(),
+        built.size,
+        &built.sha256[..12],
+        built.world,
+        built.pure_events
+    );
+    println!("{}", built.path.display());
+    Ok(())
 }
 
 /// The configuration `serve` runs with: the file, flags and environment.

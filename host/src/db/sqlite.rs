@@ -620,34 +620,13 @@ fn writer_loop(
     commit_delay: Duration,
     metrics: Arc<Metrics>,
 ) {
-    let mut conn = conn;
-    let authorizer = match Authorizer::install(&mut conn) {
-        Ok(authorizer) => authorizer,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot install the writer's authorizer; refusing every write");
-            while let Ok(WriterMessage::Job(job)) = jobs.recv() {
-                job.complete(Err(DbError::Failed(
-                    "the database writer could not start".into(),
-                )));
-            }
-            return;
+    let Some((mut state, wal_frames)) = start_writer(conn) else {
+        while let Ok(WriterMessage::Job(job)) = jobs.recv() {
+            job.complete(Err(DbError::Failed(
+                "the database writer could not start".into(),
+            )));
         }
-    };
-    // The log's length after each commit, for bounding it (see below).
-    let wal_frames = Arc::new(AtomicI64::new(0));
-    let seen = wal_frames.clone();
-    if let Err(err) = conn.wal_hook(Some(
-        move |_: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
-            seen.store(i64::from(frames), Ordering::Relaxed);
-            Ok(())
-        },
-    )) {
-        tracing::warn!(error = %err, "cannot watch the WAL's length");
-    }
-    let mut state = WriterState {
-        conn,
-        authorizer,
-        tables: schema::TableCache::default(),
+        return;
     };
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max_batch);
     let mut stopping = false;
@@ -657,27 +636,13 @@ fn writer_loop(
             Ok(WriterMessage::Job(job)) => batch.push(job),
             Ok(WriterMessage::Stop) | Err(_) => break,
         }
-        // Group commit: everything that queued up while the last batch was
-        // being written goes into this one. When the last batch was busy,
-        // wait up to `commit_delay` for more: each commit writes every page it
-        // touched, and rows in one batch share index pages, so fuller batches
-        // write far fewer pages per row. A lone writer never waits.
+        // When the last batch was busy, wait up to `commit_delay` for more:
+        // each commit writes every page it touched, and rows in one batch
+        // share index pages, so fuller batches write far fewer pages per
+        // row. A lone writer never waits.
         let linger_until =
             (previous_size >= LINGER_AFTER_BATCH).then(|| Instant::now() + commit_delay);
-        while batch.len() < max_batch {
-            let next = match linger_until {
-                Some(until) => jobs.recv_deadline(until).map_err(|_| ()),
-                None => jobs.try_recv().map_err(|_| ()),
-            };
-            match next {
-                Ok(WriterMessage::Job(job)) => batch.push(job),
-                Ok(WriterMessage::Stop) => {
-                    stopping = true;
-                    break;
-                }
-                Err(()) => break,
-            }
-        }
+        stopping = gather(&jobs, &mut batch, max_batch, linger_until);
         let size = batch.len();
         previous_size = size;
         let outcome = run_batch(&mut state, &mut batch);
@@ -687,20 +652,7 @@ fn writer_loop(
         }
         metrics.db_batches.inc();
         metrics.db_writes.add(size as u64);
-        // The checkpointer copies the log into the database concurrently, but
-        // the log only starts over when a checkpoint has caught up between two
-        // write transactions, which a busy writer never leaves room for. Past
-        // a bound, the writer checkpoints itself (cheaply: the checkpointer has
-        // copied most of it), so the log restarts instead of growing forever.
-        if wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
-            if let Err(err) = state
-                .conn
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            {
-                tracing::warn!(error = %err, "WAL checkpoint by the writer failed");
-            }
-            wal_frames.store(0, Ordering::Relaxed);
-        }
+        bound_wal(&state.conn, &wal_frames);
         for job in batch.drain(..) {
             job.complete(outcome.clone());
         }
@@ -713,6 +665,72 @@ fn writer_loop(
     }
     if let Err(err) = state.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %err, "WAL checkpoint at shutdown failed");
+    }
+}
+
+/// The writer's connection made ready: its authorizer installed, and a hook
+/// that keeps the WAL's length after each commit (for [`bound_wal`]).
+/// `None` when the authorizer cannot be installed: no write may then run.
+fn start_writer(mut conn: Connection) -> Option<(WriterState, Arc<AtomicI64>)> {
+    let authorizer = match Authorizer::install(&mut conn) {
+        Ok(authorizer) => authorizer,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot install the writer's authorizer; refusing every write");
+            return None;
+        }
+    };
+    let wal_frames = Arc::new(AtomicI64::new(0));
+    let seen = wal_frames.clone();
+    if let Err(err) = conn.wal_hook(Some(
+        move |_: &mut rusqlite::hooks::Wal, frames: std::ffi::c_int| {
+            seen.store(i64::from(frames), Ordering::Relaxed);
+            Ok(())
+        },
+    )) {
+        tracing::warn!(error = %err, "cannot watch the WAL's length");
+    }
+    let state = WriterState {
+        conn,
+        authorizer,
+        tables: schema::TableCache::default(),
+    };
+    Some((state, wal_frames))
+}
+
+/// Group commit: adds to `batch` everything that queued up while the last
+/// batch was being written, up to `max_batch`, waiting until
+/// `linger_until` for more when given. True when told to stop.
+fn gather(
+    jobs: &crossbeam_channel::Receiver<WriterMessage>,
+    batch: &mut Vec<Box<dyn WriteJob>>,
+    max_batch: usize,
+    linger_until: Option<Instant>,
+) -> bool {
+    while batch.len() < max_batch {
+        let next = match linger_until {
+            Some(until) => jobs.recv_deadline(until).map_err(|_| ()),
+            None => jobs.try_recv().map_err(|_| ()),
+        };
+        match next {
+            Ok(WriterMessage::Job(job)) => batch.push(job),
+            Ok(WriterMessage::Stop) => return true,
+            Err(()) => return false,
+        }
+    }
+    false
+}
+
+/// The checkpointer copies the log into the database concurrently, but the
+/// log only starts over when a checkpoint has caught up between two write
+/// transactions, which a busy writer never leaves room for. Past a bound,
+/// the writer checkpoints itself (cheaply: the checkpointer has copied most
+/// of it), so the log restarts instead of growing forever.
+fn bound_wal(conn: &Connection, wal_frames: &AtomicI64) {
+    if wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %err, "WAL checkpoint by the writer failed");
+        }
+        wal_frames.store(0, Ordering::Relaxed);
     }
 }
 

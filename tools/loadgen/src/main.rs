@@ -365,7 +365,7 @@ async fn count_saved(path: Option<PathBuf>) -> Result<Option<u64>> {
 
 /// Connects, sends, drains, and gathers the report.
 async fn run(args: Args) -> Result<Report> {
-    let settings = Settings::from_args(&args)?;
+    let mut settings = Settings::from_args(&args)?;
     let (rooms, specs) = plan::clients(plan::read(&args.plan)?)?;
     let total = specs.len();
     let sources = target::sources(&settings.target, args.sources)?;
@@ -431,10 +431,7 @@ async fn run(args: Args) -> Result<Report> {
         .collect();
     drop(control_rx);
     let mut progress = Progress::new();
-    while shared.connected.load(Ordering::Acquire) + shared.failed.load(Ordering::Acquire) < total {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        progress.maybe_print(&shared, "connecting");
-    }
+    wait_for_connections(&shared, total, &mut progress).await;
     let connect_secs = connect_started.elapsed().as_secs_f64();
     let connected = shared.connected.load(Ordering::Acquire);
     eprintln!(
@@ -461,78 +458,21 @@ async fn run(args: Args) -> Result<Report> {
     let mut deploy_report: Option<DeployReport> = None;
     if connected > 0 {
         control.send_replace(Control::Start(schedule));
-        let deploy_task = settings.deploy.map(|deploy| {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep_until((send_start + deploy.at).into()).await;
-                let now = Instant::now();
-                shared.deploy_started_us.store(
-                    now.duration_since(shared.epoch).as_micros() as u64,
-                    Ordering::Relaxed,
-                );
-                eprintln!(
-                    "loadgen: deploying {} bytes to {}",
-                    deploy.module.len(),
-                    deploy.consumer
-                );
-                let report = deploy::put(
-                    &deploy.admin,
-                    &deploy.consumer,
-                    &deploy.token,
-                    &deploy.module,
-                    now.duration_since(send_start).as_secs_f64(),
-                )
-                .await;
-                shared
-                    .deploy_finished_us
-                    .store(shared.epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
-                eprintln!(
-                    "loadgen: deploy answered {:?} in {:.1} ms",
-                    report.status, report.request_ms
-                );
-                report
-            })
-        });
-
-        let warmup_end = send_start + warmup;
-        while Instant::now() < send_end {
-            if shared.ended.load(Ordering::Acquire) >= connected {
-                eprintln!("loadgen: the server closed every connection; stopping");
-                break;
-            }
-            let wake = (Instant::now() + Duration::from_millis(100)).min(send_end);
-            tokio::time::sleep_until(wake.into()).await;
-            let stage = match settings.mode {
-                Mode::Idle => "holding",
-                _ if Instant::now() < warmup_end => "warmup",
-                _ => "sending",
-            };
-            progress.maybe_print(&shared, stage);
-        }
-
-        // Wait until every client's owed deliveries are final and have come.
+        let deploy_task = settings
+            .deploy
+            .take()
+            .map(|deploy| tokio::spawn(deploy_at(deploy, shared.clone(), send_start)));
+        hold_traffic(
+            &shared,
+            &settings,
+            connected,
+            send_start + warmup,
+            send_end,
+            &mut progress,
+        )
+        .await;
         let drain_started = Instant::now();
-        let drain_deadline = send_end + settings.drain;
-        loop {
-            let (expected, distinct) = delivery_totals(&shared);
-            if shared.done_sending.load(Ordering::Acquire) >= connected && distinct >= expected {
-                break;
-            }
-            // Deliveries owed to closed connections will never come.
-            if shared.ended.load(Ordering::Acquire) >= connected {
-                break;
-            }
-            if Instant::now() >= drain_deadline {
-                eprintln!(
-                    "loadgen: gave up waiting for {} deliveries after {:.1}s",
-                    expected.saturating_sub(distinct),
-                    settings.drain.as_secs_f64()
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            progress.maybe_print(&shared, "draining");
-        }
+        drain(&shared, &settings, connected, send_end, &mut progress).await;
         drain_secs = drain_started.elapsed().as_secs_f64();
         if let Some(task) = deploy_task {
             deploy_report = Some(task.await.context("the deploy task failed")?);
@@ -555,22 +495,7 @@ async fn run(args: Args) -> Result<Report> {
     let loadgen_cpu_secs = round3(proc::cpu_secs("self").unwrap_or(0.0) - own_cpu_start);
 
     control.send_replace(Control::Stop);
-    let mut totals = Totals::new(if shared.deploy_windows { 3 } else { 0 });
-    let join_deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-    let mut unfinished = 0usize;
-    for handle in &mut handles {
-        match tokio::time::timeout_at(join_deadline, &mut *handle).await {
-            Ok(Ok(result)) => totals.add(result),
-            Ok(Err(_)) => unfinished += 1,
-            Err(_) => {
-                handle.abort();
-                unfinished += 1;
-            }
-        }
-    }
-    if unfinished > 0 {
-        eprintln!("loadgen: warning: {unfinished} clients did not hand in their results");
-    }
+    let totals = collect(&mut handles, shared.deploy_windows).await;
 
     let saved_after = count_saved(args.db.clone()).await?;
     let saved = saved_before
@@ -626,6 +551,129 @@ async fn run(args: Args) -> Result<Report> {
         deploy: deploy_report,
         windows,
     })
+}
+
+/// Waits until every client has connected or failed to, printing progress.
+async fn wait_for_connections(shared: &Shared, total: usize, progress: &mut Progress) {
+    while shared.connected.load(Ordering::Acquire) + shared.failed.load(Ordering::Acquire) < total {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        progress.maybe_print(shared, "connecting");
+    }
+}
+
+/// Deploys the planned module at its time into the run, and reports how
+/// the server answered; the deploy window's edges go into `shared`.
+async fn deploy_at(deploy: DeployPlan, shared: Arc<Shared>, send_start: Instant) -> DeployReport {
+    tokio::time::sleep_until((send_start + deploy.at).into()).await;
+    let now = Instant::now();
+    shared.deploy_started_us.store(
+        now.duration_since(shared.epoch).as_micros() as u64,
+        Ordering::Relaxed,
+    );
+    eprintln!(
+        "loadgen: deploying {} bytes to {}",
+        deploy.module.len(),
+        deploy.consumer
+    );
+    let report = deploy::put(
+        &deploy.admin,
+        &deploy.consumer,
+        &deploy.token,
+        &deploy.module,
+        now.duration_since(send_start).as_secs_f64(),
+    )
+    .await;
+    shared
+        .deploy_finished_us
+        .store(shared.epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
+    eprintln!(
+        "loadgen: deploy answered {:?} in {:.1} ms",
+        report.status, report.request_ms
+    );
+    report
+}
+
+/// The sending phase: waits until `send_end` (or until the server has
+/// closed every connection), printing progress.
+async fn hold_traffic(
+    shared: &Shared,
+    settings: &Settings,
+    connected: usize,
+    warmup_end: Instant,
+    send_end: Instant,
+    progress: &mut Progress,
+) {
+    while Instant::now() < send_end {
+        if shared.ended.load(Ordering::Acquire) >= connected {
+            eprintln!("loadgen: the server closed every connection; stopping");
+            break;
+        }
+        let wake = (Instant::now() + Duration::from_millis(100)).min(send_end);
+        tokio::time::sleep_until(wake.into()).await;
+        let stage = match settings.mode {
+            Mode::Idle => "holding",
+            _ if Instant::now() < warmup_end => "warmup",
+            _ => "sending",
+        };
+        progress.maybe_print(shared, stage);
+    }
+}
+
+/// Waits until every client's owed deliveries are final and have come, or
+/// cannot come (every connection closed), or `--drain` has passed.
+async fn drain(
+    shared: &Shared,
+    settings: &Settings,
+    connected: usize,
+    send_end: Instant,
+    progress: &mut Progress,
+) {
+    let drain_deadline = send_end + settings.drain;
+    loop {
+        let (expected, distinct) = delivery_totals(shared);
+        if shared.done_sending.load(Ordering::Acquire) >= connected && distinct >= expected {
+            break;
+        }
+        // Deliveries owed to closed connections will never come.
+        if shared.ended.load(Ordering::Acquire) >= connected {
+            break;
+        }
+        if Instant::now() >= drain_deadline {
+            eprintln!(
+                "loadgen: gave up waiting for {} deliveries after {:.1}s",
+                expected.saturating_sub(distinct),
+                settings.drain.as_secs_f64()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        progress.maybe_print(shared, "draining");
+    }
+}
+
+/// Every client's results, added up; a client that does not hand them in
+/// within [`JOIN_TIMEOUT`] is counted and left out.
+async fn collect(
+    handles: &mut [tokio::task::JoinHandle<client::ClientResult>],
+    deploy_windows: bool,
+) -> Totals {
+    let mut totals = Totals::new(if deploy_windows { 3 } else { 0 });
+    let join_deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let mut unfinished = 0usize;
+    for handle in handles {
+        match tokio::time::timeout_at(join_deadline, &mut *handle).await {
+            Ok(Ok(result)) => totals.add(result),
+            Ok(Err(_)) => unfinished += 1,
+            Err(_) => {
+                handle.abort();
+                unfinished += 1;
+            }
+        }
+    }
+    if unfinished > 0 {
+        eprintln!("loadgen: warning: {unfinished} clients did not hand in their results");
+    }
+    totals
 }
 
 /// Three decimals are plenty for a report read by people.

@@ -28,6 +28,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -628,41 +629,12 @@ impl Writer {
         deadline: tokio::time::Instant,
     ) -> Option<Vec<Job>> {
         batch.sort_by(|a, b| (&a.role.name, &a.row.sql).cmp(&(&b.role.name, &b.row.sql)));
-        // Groups of consecutive jobs sharing a role and a statement.
-        let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
-        for (index, job) in batch.iter().enumerate() {
-            match groups.last_mut() {
-                Some(group)
-                    if batch[group.start].role.name == job.role.name
-                        && batch[group.start].row.sql == job.row.sql =>
-                {
-                    group.end = index + 1;
-                }
-                _ => groups.push(index..index + 1),
-            }
-        }
-        let bulk = |group: &std::ops::Range<usize>| {
-            group.len() > 1 && batch[group.start].row.bulk_sql.is_some()
-        };
+        let groups = runs_of_one_statement(&batch);
+        let bulk = |group: &Range<usize>| is_bulk(&batch, group);
         // A bulk group's parameters: one array per column.
         let arrays: Vec<Vec<BoundArray>> = groups
             .iter()
-            .map(|group| {
-                if !bulk(group) {
-                    return Vec::new();
-                }
-                let width = batch[group.start].row.values.len();
-                (0..width)
-                    .map(|column| {
-                        BoundArray(
-                            batch[group.clone()]
-                                .iter()
-                                .map(|job| job.row.values[column].clone())
-                                .collect(),
-                        )
-                    })
-                    .collect()
-            })
+            .map(|group| column_arrays(&batch, group))
             .collect();
         let bulk_params: Vec<Vec<&(dyn ToSql + Sync)>> = arrays
             .iter()
@@ -683,16 +655,6 @@ impl Writer {
                     .collect()
             })
             .collect();
-        // What each step is: BEGIN, SET ROLE (for the jobs from that index
-        // on, with the same role), INSERT (job index), INSERT of a group
-        // (group index), COMMIT.
-        enum Kind {
-            Begin,
-            Role(usize),
-            Insert(usize),
-            Bulk(usize),
-            Commit,
-        }
         let conn = self.conn.as_ref().expect("connected");
         let mut kinds = vec![Kind::Begin];
         let mut steps: Vec<Step<'_>> = vec![step(&conn.client, &conn.begin, &[])];
@@ -763,67 +725,10 @@ impl Writer {
         let mut outcomes: Vec<Option<Written>> = (0..batch.len()).map(|_| None).collect();
         match failure {
             None => {
-                let mut written = 0;
-                for (kind, result) in kinds.iter().zip(results) {
-                    match (kind, result) {
-                        (Kind::Insert(index), Ok(rows)) => {
-                            let job = &batch[*index];
-                            outcomes[*index] = Some(match rows.first() {
-                                Some(row) => {
-                                    written += 1;
-                                    Ok(returned(&job.table, row))
-                                }
-                                None => Err(duplicate(&job.table)),
-                            });
-                        }
-                        (Kind::Bulk(number), Ok(rows)) => {
-                            // RETURNING's order is not the input's: rows are
-                            // matched to their jobs by primary key.
-                            let group = groups[*number].clone();
-                            let table = &batch[group.start].table;
-                            let key = table.primary_key.expect("bulk rows have a key");
-                            let key_type = &table.columns[key].ty;
-                            let mut by_key: HashMap<RawValue, PgRow> = rows
-                                .into_iter()
-                                .map(|row| (row.get::<_, RawValue>(key), row))
-                                .collect();
-                            for index in group {
-                                let job = &batch[index];
-                                let raw = job.row.value_of(key).map(|value| value.raw(key_type));
-                                outcomes[index] =
-                                    Some(match raw.and_then(|raw| by_key.remove(&raw)) {
-                                        Some(row) => {
-                                            written += 1;
-                                            Ok(returned(&job.table, &row))
-                                        }
-                                        None => Err(duplicate(&job.table)),
-                                    });
-                            }
-                        }
-                        _ => {}
-                    }
-                }
+                let written = answer_committed(&batch, &groups, &kinds, results, &mut outcomes);
                 self.metrics.db_writes.add(written);
             }
-            // The transaction was rolled back: the row that failed is
-            // answered, everyone else is written again.
-            Some((Kind::Insert(index), error)) => {
-                if matches!(error, DbError::NoSuchTable(_) | DbError::Failed(_)) {
-                    self.tables.forget(&batch[*index].table.name);
-                }
-                outcomes[*index] = Some(Err(error));
-            }
-            Some((Kind::Role(first), error)) => {
-                let role = batch[*first].role.name.clone();
-                for (index, job) in batch.iter().enumerate() {
-                    if job.role.name == role {
-                        outcomes[index] = Some(Err(error.clone()));
-                    }
-                }
-            }
-            Some((Kind::Bulk(_) | Kind::Begin | Kind::Commit, error)) => {
-                tracing::debug!(%error, jobs = batch.len(), "a write batch failed; writing its rows one by one");
-            }
+            Some((kind, error)) => self.blame(&batch, kind, error, &mut outcomes),
         }
         let mut again = Vec::new();
         for (job, outcome) in batch.into_iter().zip(outcomes) {
@@ -833,6 +738,37 @@ impl Writer {
             }
         }
         Some(again)
+    }
+
+    /// A batch whose transaction failed and was rolled back: the row or
+    /// role that failed is answered with the error; everyone else is left
+    /// to be written again.
+    fn blame(
+        &mut self,
+        batch: &[Job],
+        kind: &Kind,
+        error: DbError,
+        outcomes: &mut [Option<Written>],
+    ) {
+        match kind {
+            Kind::Insert(index) => {
+                if matches!(error, DbError::NoSuchTable(_) | DbError::Failed(_)) {
+                    self.tables.forget(&batch[*index].table.name);
+                }
+                outcomes[*index] = Some(Err(error));
+            }
+            Kind::Role(first) => {
+                let role = batch[*first].role.name.clone();
+                for (index, job) in batch.iter().enumerate() {
+                    if job.role.name == role {
+                        outcomes[index] = Some(Err(error.clone()));
+                    }
+                }
+            }
+            Kind::Bulk(_) | Kind::Begin | Kind::Commit => {
+                tracing::debug!(%error, jobs = batch.len(), "a write batch failed; writing its rows one by one");
+            }
+        }
     }
 
     /// A transaction per job, all in one round trip: each job's own error
@@ -1048,6 +984,110 @@ impl Writer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// What each step of a batch's transaction is: BEGIN, SET ROLE (for the
+/// jobs from that index on, with the same role), INSERT (job index), INSERT
+/// of a group (group index), COMMIT.
+enum Kind {
+    Begin,
+    Role(usize),
+    Insert(usize),
+    Bulk(usize),
+    Commit,
+}
+
+/// Runs of consecutive jobs (of a sorted batch) sharing a role and a
+/// statement.
+fn runs_of_one_statement(batch: &[Job]) -> Vec<Range<usize>> {
+    let mut groups: Vec<Range<usize>> = Vec::new();
+    for (index, job) in batch.iter().enumerate() {
+        match groups.last_mut() {
+            Some(group)
+                if batch[group.start].role.name == job.role.name
+                    && batch[group.start].row.sql == job.row.sql =>
+            {
+                group.end = index + 1;
+            }
+            _ => groups.push(index..index + 1),
+        }
+    }
+    groups
+}
+
+/// Whether a group is written with one statement for all its rows.
+fn is_bulk(batch: &[Job], group: &Range<usize>) -> bool {
+    group.len() > 1 && batch[group.start].row.bulk_sql.is_some()
+}
+
+/// A bulk group's parameters: one array per column (none for a group
+/// written row by row).
+fn column_arrays(batch: &[Job], group: &Range<usize>) -> Vec<BoundArray> {
+    if !is_bulk(batch, group) {
+        return Vec::new();
+    }
+    let width = batch[group.start].row.values.len();
+    (0..width)
+        .map(|column| {
+            BoundArray(
+                batch[group.clone()]
+                    .iter()
+                    .map(|job| job.row.values[column].clone())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// A committed batch: each job's row as returned (or the duplicate-key
+/// error of a row that `ON CONFLICT` skipped). Returns the rows written.
+fn answer_committed(
+    batch: &[Job],
+    groups: &[Range<usize>],
+    kinds: &[Kind],
+    results: Vec<Result<Vec<PgRow>, tokio_postgres::Error>>,
+    outcomes: &mut [Option<Written>],
+) -> u64 {
+    let mut written = 0;
+    for (kind, result) in kinds.iter().zip(results) {
+        match (kind, result) {
+            (Kind::Insert(index), Ok(rows)) => {
+                let job = &batch[*index];
+                outcomes[*index] = Some(match rows.first() {
+                    Some(row) => {
+                        written += 1;
+                        Ok(returned(&job.table, row))
+                    }
+                    None => Err(duplicate(&job.table)),
+                });
+            }
+            (Kind::Bulk(number), Ok(rows)) => {
+                // RETURNING's order is not the input's: rows are
+                // matched to their jobs by primary key.
+                let group = groups[*number].clone();
+                let table = &batch[group.start].table;
+                let key = table.primary_key.expect("bulk rows have a key");
+                let key_type = &table.columns[key].ty;
+                let mut by_key: HashMap<RawValue, PgRow> = rows
+                    .into_iter()
+                    .map(|row| (row.get::<_, RawValue>(key), row))
+                    .collect();
+                for index in group {
+                    let job = &batch[index];
+                    let raw = job.row.value_of(key).map(|value| value.raw(key_type));
+                    outcomes[index] = Some(match raw.and_then(|raw| by_key.remove(&raw)) {
+                        Some(row) => {
+                            written += 1;
+                            Ok(returned(&job.table, &row))
+                        }
+                        None => Err(duplicate(&job.table)),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    written
 }
 
 /// The row `RETURNING *` (or a lookup) gave, as the guest sees it.

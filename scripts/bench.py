@@ -40,9 +40,9 @@ def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
-def sh(cmd, **kwargs):
+def sh(cmd, cwd=ROOT, **kwargs):
     log("$", " ".join(cmd))
-    subprocess.run(cmd, check=True, cwd=ROOT, **kwargs)
+    subprocess.run(cmd, check=True, cwd=cwd, **kwargs)
 
 
 def build():

@@ -20,6 +20,7 @@
 //!  runtime ─────────── engine, WIT bindings, host imports, sessions, deploys
 //!  auth, routing ───── tokens and user lookup; Django path patterns
 //!  db, layer ───────── SQLite or PostgreSQL (writers, grants); groups (memory, Redis)
+//!  delivery ────────── each connection's queue towards its client; the node's pressure
 //!  config, metrics, close, response ── leaves: plain data, counters,
 //!                      close codes, HTTP responses
 //! ```
@@ -43,6 +44,8 @@
 //! - `db`: SQLite or PostgreSQL: migrations, the group-commit writers,
 //!   readers and pools, grants (an authorizer; roles), seeding.
 //! - `layer`: the channel layer (groups): in memory, or Redis.
+//! - `delivery`: the bounded queue towards each client, which tells a client
+//!   that does not read from a node under pressure.
 //! - `metrics`, `close`, `response`: counters, close codes, HTTP responses.
 //!
 //! Only [`cli`] reads the environment: it folds flags and variables into a

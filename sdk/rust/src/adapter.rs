@@ -183,6 +183,15 @@ fn trap(why: &str) -> ! {
     std::panic::panic_any(Trap(why.to_string()))
 }
 
-/// A trap, as the test harness sees it natively.
+/// A trap, as the test harness sees it natively (in wasm a trap is
+/// `unreachable`, and this is never made).
+#[cfg(not(target_arch = "wasm32"))]
 #[derive(Debug, Clone)]
 pub struct Trap(pub String);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl std::fmt::Display for Trap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the consumer trapped: {}", self.0)
+    }
+}

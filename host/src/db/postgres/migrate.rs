@@ -57,16 +57,7 @@ mod tests {
 
     #[test]
     fn every_migration_file_is_listed_in_order() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/postgres");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .filter(|name| name.ends_with(".sql"))
-            .map(|name| name.trim_end_matches(".sql").to_string())
-            .collect();
-        files.sort();
-        let listed: Vec<&str> = MIGRATIONS.iter().map(|(name, _)| *name).collect();
-        assert_eq!(files, listed);
+        crate::db::migrate::assert_migrations_listed("../migrations/postgres", MIGRATIONS);
     }
 
     #[test]

@@ -94,7 +94,9 @@ def start_server(workdir, cfg, name, poll=0.1):
     log_path = os.path.join(workdir, f"{name}.log")
     server = subprocess.Popen([HOST, "serve", "--config", cfg], cwd=workdir,
                               stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
-    deadline = time.monotonic() + 60
+    # A module not in the compiled-code cache compiles first: a Python
+    # component takes 12 s or more on one thread.
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if "listening" in open(log_path).read():
             return server

@@ -167,10 +167,7 @@ impl TestServer {
 
     /// A counter's value from `/metrics`.
     pub fn metric(&self, name: &str) -> i64 {
-        let text = self.node().metrics_text();
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name}"))
+        metric_of(self.node(), name)
     }
 
     /// Shuts the node down gracefully.
@@ -193,6 +190,15 @@ pub enum Refused {
     Status(u16),
     /// Something else went wrong.
     Other(String),
+}
+
+/// A counter's value in a node's `/metrics` text; panics when it is missing.
+pub fn metric_of(server: &Server, name: &str) -> i64 {
+    server
+        .metrics_text()
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
 }
 
 /// Connects, expecting the handshake to succeed.

@@ -17,7 +17,7 @@ use consumer_host::config::{Config, DatabaseUrl};
 use consumer_host::seed::Plan;
 
 use crate::nodes::free_port;
-use crate::{MemberLog, SECRET, chat_config, init_logging};
+use crate::{MemberLog, SECRET, chat_config, init_logging, metric_of};
 
 /// A running PostgreSQL server.
 pub struct Postgres {
@@ -379,10 +379,7 @@ impl PgServer {
 
     /// A counter's value from `/metrics`.
     pub fn metric(&self, name: &str) -> i64 {
-        let text = self.node().metrics_text();
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name}"))
+        metric_of(self.node(), name)
     }
 
     /// Shuts the node down gracefully.

@@ -38,10 +38,21 @@ fn is_django_datetime(text: &str) -> bool {
 fn host_cli(args: &[&str]) -> std::process::Output {
     Command::new(CLI)
         .args(args)
-        .env_remove("JWT_SECRET")
         .env("JWT_SECRET", SECRET)
         .output()
         .unwrap()
+}
+
+/// A new database with the chat schema, made by `consumer-host migrate`; its URL.
+fn migrated_database(postgres: &Postgres, name: &str) -> String {
+    let url = postgres.create_database(name);
+    let migrated = host_cli(&["migrate", "--db", &url]);
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    url
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,13 +154,7 @@ async fn grants_timeouts_and_caps_are_enforced_by_postgres() {
     let postgres = Postgres::start();
     // A table the hostile consumer may insert into, made before the node
     // starts so its role is granted it.
-    let url = postgres.create_database("grants");
-    let migrated = host_cli(&["migrate", "--db", &url]);
-    assert!(
-        migrated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrated.stderr)
-    );
+    migrated_database(&postgres, "grants");
     postgres.psql(
         "grants",
         "CREATE TABLE notes (id uuid PRIMARY KEY, body varchar(20) NOT NULL, \
@@ -632,13 +637,7 @@ async fn django_migrates_and_consumer_host_serves_it_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_consumer_host_made_is_adopted_by_django() {
     let postgres = Postgres::start();
-    let url = postgres.create_database("host_made");
-    let migrated = host_cli(&["migrate", "--db", &url]);
-    assert!(
-        migrated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrated.stderr)
-    );
+    let url = migrated_database(&postgres, "host_made");
     let server = PgServer::start_on(url.clone(), "host_made", |_| {}).await;
     let plan = server.seed(2, 2).await;
     let mut sent = Vec::new();
@@ -790,13 +789,7 @@ async fn two_nodes_share_only_redis_and_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_cut_off_mid_commit_is_looked_up_and_written_once() {
     let postgres = Postgres::start();
-    let url = postgres.create_database("doubt");
-    let migrated = host_cli(&["migrate", "--db", &url]);
-    assert!(
-        migrated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrated.stderr)
-    );
+    let url = migrated_database(&postgres, "doubt");
     // Rows whose body starts with `slow` take a second to insert: long
     // enough to end the writer's session in the middle of the batch.
     postgres.psql(
